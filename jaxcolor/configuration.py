@@ -1,0 +1,180 @@
+"""The configuration schema shared by every paper variant, and its validation.
+
+`configs/*.py` start from `base_config()` and override it. `validate(config)`
+runs before anything is built or compiled and raises `ConfigError` with one
+line naming the key, the value and what is allowed.
+"""
+
+import difflib
+import re
+from typing import Any
+
+import ml_collections
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+  """A configuration value that cannot work; the message names the key."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Fields every system understands; each variant overrides what it needs."""
+  c = ml_collections.ConfigDict()
+  # How a training step is composed (see jaxcolor/systems/).
+  c.system = "pix2pix"
+
+  # Data. `dataset`: 'sample' (embedded photos), 'folder:/path', or a TFDS name.
+  c.dataset = "sample"
+  c.eval_dataset = ""            # '' = the evaluation split of `dataset`.
+  c.data_dir = ""                # TFDS data directory; '' = TFDS's default.
+  c.image_size = 256
+  c.batch_size = 1               # Global, over all devices and hosts.
+  c.worker_count = 0             # grain worker processes per host; 0 = in-process.
+
+  c.num_train_steps = 1000
+  c.seed = 0
+  c.compute_dtype = "float32"    # Parameters and optimiser state stay float32.
+
+  c.log_every_steps = 50
+  c.image_every_steps = 500      # Image grids (gray | prediction | truth).
+  c.num_grid_images = 8
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  c.eval_every_steps = 1000      # Also at the end of training.
+  c.num_eval_images = 64         # 0 or negative: the whole evaluation split.
+  c.eval_batch_size = 16
+
+  c.generator = ml_collections.ConfigDict({"name": "unet"})
+  c.discriminator = ml_collections.ConfigDict({"name": "patchgan"})
+  c.loss = ml_collections.ConfigDict({"gan_mode": "vanilla", "l1_weight": 100.0})
+  # Adam and the pix2pix schedule: the rate is constant for `constant_steps`,
+  # then decays linearly to zero over `decay_steps` (reference: n_epochs and
+  # n_epochs_decay, counted here in steps). decay_steps = 0: constant.
+  c.optimizer = ml_collections.ConfigDict({
+      "learning_rate": 2e-4, "b1": 0.5, "b2": 0.999,
+      "constant_steps": -1,      # -1: num_train_steps - decay_steps.
+      "decay_steps": 0,
+  })
+  return c
+
+
+def parse_config_arg(arg: str | None) -> dict[str, str]:
+  """`'smoke'` or `'smoke,foo=1'` from `--config file.py:ARG` as a dict."""
+  out = {}
+  for part in (arg or "").split(","):
+    part = part.strip()
+    if not part:
+      continue
+    key, _, value = part.partition("=")
+    out[key] = value
+  return out
+
+
+def check_presets(arg: str | None, allowed: tuple[str, ...]) -> set[str]:
+  """The preset names in `arg`, or ConfigError naming the allowed ones."""
+  presets = set(parse_config_arg(arg))
+  unknown = presets - set(allowed)
+  if unknown:
+    raise ConfigError(
+        f"Unknown config preset {', '.join(sorted(unknown))!s}; "
+        f"this config has: {', '.join(allowed) or 'none'}.")
+  return presets
+
+
+def suggest(name: str, candidates) -> str:
+  """' (did you mean X?)' for the closest candidate, or ''."""
+  close = difflib.get_close_matches(name, list(candidates), n=1)
+  return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
+  if not condition:
+    raise ConfigError(f"config.{key}={value!r} is invalid: {allowed}.")
+
+
+_DATASET_RE = re.compile(r"^(sample|folder:.+|[a-z0-9_]+(/[a-z0-9_.]+)?(:[0-9.]+)?)$")
+
+
+def validate(config: ml_collections.ConfigDict, *, device_count: int,
+             process_count: int = 1, extra_fields: tuple[str, ...] = ()) -> None:
+  """Checks the fields common to all systems; systems check their own.
+
+  Args:
+    config: the full configuration.
+    device_count: global number of devices (the batch is split across them).
+    process_count: number of host processes (each loads its own share).
+    extra_fields: top-level fields the chosen system adds to the base.
+
+  Raises:
+    ConfigError: the first invalid field, named with its allowed values.
+  """
+  known = set(base_config().keys()) | set(extra_fields)
+  for key in config.keys():
+    if key not in known:
+      raise ConfigError(f"Unknown config field {key!r}{suggest(key, known)}.")
+  ints_positive = ("num_train_steps", "image_size", "batch_size",
+                   "log_every_steps", "checkpoint_every_steps",
+                   "keep_checkpoints", "eval_every_steps", "eval_batch_size",
+                   "image_every_steps")
+  for key in ints_positive:
+    value = config[key]
+    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+             key, value, "a positive integer")
+  _require(isinstance(config.seed, int), "seed", config.seed, "an integer")
+  _require(config.worker_count >= 0, "worker_count", config.worker_count,
+           "0 (in-process) or a positive number of worker processes")
+  _require(config.compute_dtype in COMPUTE_DTYPES, "compute_dtype",
+           config.compute_dtype, f"one of {', '.join(COMPUTE_DTYPES)}")
+  for key in ("dataset", "eval_dataset"):
+    value = config[key]
+    if key == "eval_dataset" and value == "":
+      continue
+    _require(isinstance(value, str) and bool(_DATASET_RE.match(value)), key,
+             value, "'sample', 'folder:/path/to/images' or a TFDS name such "
+             "as 'places365_small', 'imagenet2012', 'coco/2017', 'cifar10'")
+  _require(config.batch_size % device_count == 0, "batch_size",
+           config.batch_size,
+           f"the global batch must split evenly over the {device_count} "
+           f"devices (use a multiple of {device_count})")
+  _require(config.batch_size % process_count == 0, "batch_size",
+           config.batch_size,
+           f"the global batch must split evenly over the {process_count} hosts")
+  _require(config.eval_batch_size % device_count == 0, "eval_batch_size",
+           config.eval_batch_size,
+           f"must be a multiple of the device count {device_count}")
+  opt = config.optimizer
+  _require(opt.learning_rate > 0, "optimizer.learning_rate",
+           opt.learning_rate, "a positive number")
+  _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, "optimizer.b1/b2",
+           (opt.b1, opt.b2), "numbers in [0, 1)")
+  _require(0 <= opt.decay_steps <= config.num_train_steps,
+           "optimizer.decay_steps", opt.decay_steps,
+           f"between 0 and num_train_steps={config.num_train_steps}")
+  _require(opt.constant_steps == -1 or opt.constant_steps >= 0,
+           "optimizer.constant_steps", opt.constant_steps,
+           "-1 (the steps before the decay) or a non-negative integer")
+
+
+def smoke_preset(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks the run for the `:smoke` presets: seconds on a CPU, every action.
+
+  The embedded sample at 32 px, 6 steps, and logging, images, evaluation and
+  checkpoints every few steps, so a smoke run passes through all of them.
+  Each config then shrinks its own networks.
+  """
+  c.dataset = "sample"
+  c.eval_dataset = ""
+  c.image_size = 32
+  c.batch_size = 8
+  c.num_train_steps = 6
+  c.optimizer.decay_steps = 3
+  c.optimizer.constant_steps = -1
+  c.log_every_steps = 2
+  c.image_every_steps = 3
+  c.checkpoint_every_steps = 3
+  c.eval_every_steps = 3
+  c.num_eval_images = 16
+  c.eval_batch_size = 8
+  c.num_grid_images = 4
+  return c

@@ -1,0 +1,18 @@
+"""Input pipeline: image sources, host-side transforms, grain iterators.
+
+  from jaxcolor import data
+  train_iter = data.create_train_iterator('sample', image_size=128,
+                                          global_batch_size=16, seed=0)
+  batch = next(train_iter)  # {'image': uint8 [16, 128, 128, 3]}
+
+Dataset strings are described in `jaxcolor.data.sources`.
+"""
+
+from jaxcolor.data.pipeline import create_eval_batches
+from jaxcolor.data.pipeline import create_train_iterator
+from jaxcolor.data.pipeline import describe
+from jaxcolor.data.pipeline import skipped_counts
+from jaxcolor.data.sources import DatasetNotPreparedError
+
+__all__ = ["create_train_iterator", "create_eval_batches", "describe",
+           "skipped_counts", "DatasetNotPreparedError"]

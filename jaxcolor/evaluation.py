@@ -1,0 +1,125 @@
+"""Evaluation over a finite split: per-image metrics, averaged over real images.
+
+Every output the system names (`System.colorize`) is scored, and so is the
+gray baseline (true L, ab = 0), so each number has its floor beside it. The
+system's final output is also reported without a prefix (`psnr`, `ssim`, ...).
+Metric definitions: docs/metrics.md.
+"""
+
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxcolor import color
+from jaxcolor import image_grid
+from jaxcolor import metrics
+from jaxcolor import parallel
+from jaxcolor.systems.base import System
+
+GRAY = "gray"
+
+
+def _image_metrics(lightness: jax.Array, ab: jax.Array, true_rgb: jax.Array,
+                   true_lab: jax.Array) -> dict[str, jax.Array]:
+  """Per-image metrics [B] of one prediction (network-scaled L and ab)."""
+  rgb = color.lab_net_to_rgb(lightness, ab)
+  lab = jnp.concatenate([color.net_to_lightness(lightness),
+                         color.net_to_ab(ab)], axis=-1)
+  return {
+      "psnr": metrics.psnr(rgb, true_rgb),
+      "ssim": metrics.ssim(rgb, true_rgb),
+      "pixel_accuracy": metrics.pixel_accuracy(lab, true_lab),
+      "ab_mse": metrics.ab_mse(lab[..., 1:], true_lab[..., 1:]),
+      "ab_mae": metrics.ab_mae(lab[..., 1:], true_lab[..., 1:]),
+  }
+
+
+def make_eval_step(system: System) -> Callable:
+  """(state, batch) -> ({metric: sum over real images}, count, predictions).
+
+  `predictions` maps each output name to float RGB [B, H, W, 3], for grids.
+  """
+  def eval_step(state, batch):
+    lightness, ab = color.split_lab(batch["image"])
+    true_rgb = batch["image"].astype(jnp.float32) / 255.0
+    true_lab = jnp.concatenate([color.net_to_lightness(lightness),
+                                color.net_to_ab(ab)], axis=-1)
+    outputs = system.colorize(state, lightness)
+    outputs[GRAY] = jnp.zeros_like(ab)
+    mask = batch["mask"].astype(jnp.float32)
+    sums = {}
+    for name, pred_ab in outputs.items():
+      for metric, values in _image_metrics(lightness, pred_ab, true_rgb,
+                                           true_lab).items():
+        # Identical images have infinite PSNR: count them as 100 dB.
+        values = jnp.where(values == jnp.inf, 100.0, values)
+        sums[f"{name}_{metric}"] = jnp.sum(values * mask)
+    predictions = {name: color.lab_net_to_rgb(lightness, pred_ab)
+                   for name, pred_ab in outputs.items()}
+    return sums, jnp.sum(mask), predictions
+  return eval_step
+
+
+class Evaluator:
+  """Runs `eval_step` jitted over the mesh on every batch of a split."""
+
+  def __init__(self, system: System, mesh: Mesh, state_sharding: Any):
+    self.system = system
+    self.mesh = mesh
+    self._step = jax.jit(
+        make_eval_step(system),
+        in_shardings=(state_sharding, parallel.batch_sharded(mesh)),
+        out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh),
+                       parallel.batch_sharded(mesh)))
+
+  def evaluate(self, state: Any, batches: Iterable[dict[str, np.ndarray]],
+               num_grid_images: int = 0) -> tuple[dict[str, float], dict]:
+    """Means over the real images of every batch, and the first images.
+
+    Returns:
+      (metrics, grid) where metrics has `<output>_<metric>` for every output
+      and the gray baseline, the final output's metrics unprefixed, and
+      `num_images`; grid holds uint8 arrays 'gray', 'prediction', 'truth' of
+      the first `num_grid_images` images (process 0's share).
+    """
+    totals, count = None, 0.0
+    grid = {"gray": [], "prediction": [], "truth": []}
+    final = None
+    for batch in batches:
+      sums, n, predictions = self._step(state,
+                                        parallel.global_batch(batch, self.mesh))
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+      count += float(n)
+      final = final or next(iter(predictions))
+      have = sum(len(x) for x in grid["truth"])
+      if have < num_grid_images:
+        take = min(num_grid_images - have, int(batch["mask"].sum()))
+        local = {k: _local_rows(v)[:take] for k, v in predictions.items()}
+        grid["prediction"].append(local[final])
+        grid["gray"].append(local[GRAY])
+        grid["truth"].append(batch["image"][:take])
+    if totals is None or count == 0:
+      raise ValueError("The evaluation split yielded no image.")
+    means = {k: float(v) / count for k, v in jax.device_get(totals).items()}
+    for key in list(means):
+      if key.startswith(final + "_"):
+        means[key[len(final) + 1:]] = means[key]
+    means["num_images"] = int(count)
+    images = {k: image_grid.to_uint8(np.concatenate(v)) if k != "truth"
+              else np.concatenate(v) for k, v in grid.items() if v}
+    return means, images
+
+
+def _local_rows(x: jax.Array) -> np.ndarray:
+  """This process's rows of a batch-sharded array, in order."""
+  shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+  rows, seen = [], set()
+  for shard in shards:
+    start = shard.index[0].start or 0
+    if start not in seen:
+      seen.add(start)
+      rows.append(np.asarray(shard.data))
+  return np.concatenate(rows)

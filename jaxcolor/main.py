@@ -1,0 +1,42 @@
+"""Entry point: `python -m jaxcolor.main --config FILE[:preset] --workdir DIR`.
+
+Flags, process facts, then the library does the work (jaxcolor.train).
+Overrides: `--config.batch_size=32 --config.generator.ngf=32`.
+"""
+
+import sys
+
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from jaxcolor import configuration
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, optionally with a preset: configs/pix2pix.py:smoke.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory: checkpoints, logs, metrics.jsonl, images.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.info("JAX %s: process %d of %d, %d local / %d global devices (%s).",
+               jax.__version__, jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count(),
+               jax.devices()[0].device_kind)
+  from jaxcolor import train  # noqa: PLC0415 (flags parse first)
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except configuration.ConfigError as e:
+    print(f"Configuration error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,33 @@
+"""Systems: how each paper's training step is composed from networks.
+
+`config.system` names one; `create(config)` builds it. Adding a system is one
+module here and one entry below.
+"""
+
+import importlib
+
+import ml_collections
+
+from jaxcolor.configuration import ConfigError, suggest
+from jaxcolor.systems.base import System
+
+# name -> "module:Class", relative to this package.
+_SYSTEMS = {
+    "pix2pix": "pix2pix:Pix2Pix",
+}
+
+
+def names() -> list[str]:
+  return sorted(_SYSTEMS)
+
+
+def create(config: ml_collections.ConfigDict) -> System:
+  """The system `config.system`, built from `config` (not yet validated)."""
+  name = config.system
+  if name not in _SYSTEMS:
+    raise ConfigError(
+        f"config.system={name!r} is unknown{suggest(name, _SYSTEMS)}; "
+        f"systems: {', '.join(names())}.")
+  module_name, class_name = _SYSTEMS[name].split(":")
+  module = importlib.import_module(f"{__name__}.{module_name}")
+  return getattr(module, class_name)(config)

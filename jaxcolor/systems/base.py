@@ -1,0 +1,129 @@
+"""What every system shares: the per-network train state and the interface.
+
+A system composes networks into one training step. Its state is a dict
+`{'step': int32[], '<network>': TrainState, ...}`; `train_step` is a pure
+function `(state, batch, rng) -> (state, metrics)` that the training loop jits
+once over the device mesh. Nothing here knows about data, logging or files.
+"""
+
+import abc
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+from jaxcolor import configuration
+from jaxcolor import models
+
+State = dict[str, Any]
+Metrics = dict[str, jax.Array]
+
+
+class TrainState(train_state.TrainState):
+  """Parameters, optimiser state and batch-norm statistics of one network."""
+  batch_stats: Any = None
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    """Variables for `apply`: params, plus batch_stats when the net has any."""
+    if self.batch_stats:
+      return {"params": self.params, "batch_stats": self.batch_stats}
+    return {"params": self.params}
+
+
+def build_network(net_config: ml_collections.ConfigDict, compute_dtype: str,
+                  key: str) -> nn.Module:
+  """The registered network `net_config.name` with the other fields as kwargs."""
+  kwargs = dict(net_config)
+  name = kwargs.pop("name", None)
+  if name is None:
+    raise configuration.ConfigError(
+        f"config.{key}.name is missing; registered networks: "
+        f"{', '.join(models.names())}.")
+  try:
+    return models.build(name, dtype=jnp.dtype(compute_dtype), **kwargs)
+  except ValueError as e:
+    raise configuration.ConfigError(f"config.{key}: {e}") from None
+
+
+def create_train_state(module: nn.Module, tx: optax.GradientTransformation,
+                       rng: jax.Array, example_input: jax.Array) -> TrainState:
+  """Initialises `module` on `example_input` (shape only matters)."""
+  params_rng, dropout_rng = jax.random.split(rng)
+  variables = module.init({"params": params_rng, "dropout": dropout_rng},
+                          example_input, train=False)
+  return TrainState.create(
+      apply_fn=module.apply, params=variables["params"], tx=tx,
+      batch_stats=variables.get("batch_stats", {}))
+
+
+def apply_train(state: TrainState, params: Any, x: jax.Array,
+                rngs: dict[str, jax.Array] | None = None) -> tuple[Any, Any]:
+  """Training-mode forward: returns (outputs, updated batch_stats)."""
+  variables = {"params": params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+  outputs, mutated = state.apply_fn(variables, x, train=True, rngs=rngs,
+                                    mutable=["batch_stats"])
+  return outputs, mutated.get("batch_stats", state.batch_stats)
+
+
+def apply_eval(state: TrainState, x: jax.Array) -> Any:
+  """Inference-mode forward: running statistics, no dropout."""
+  return state.apply_fn(state.variables, x, train=False)
+
+
+class System(abc.ABC):
+  """How a training step is composed from networks (see module docstring).
+
+  Subclasses set `networks` (the state keys of their networks, in update
+  order) and `config_fields` (top-level config fields they add to the base).
+  """
+  networks: tuple[str, ...] = ()
+  config_fields: tuple[str, ...] = ()
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.compute_dtype = config.compute_dtype
+
+  @abc.abstractmethod
+  def validate(self) -> None:
+    """Raises ConfigError for settings this system cannot run."""
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array) -> State:
+    """The initial state (shapes from `config.image_size`)."""
+
+  @abc.abstractmethod
+  def train_step(self, state: State, batch: dict[str, jax.Array],
+                 rng: jax.Array) -> tuple[State, Metrics]:
+    """One update of every network; pure, jitted by the training loop.
+
+    `batch['image']` is uint8 RGB [B, H, W, 3]: the conversion to Lab happens
+    here, on the accelerator. Per-step randomness is `fold_in(rng, step)`.
+    """
+
+  @abc.abstractmethod
+  def colorize(self, state: State, lightness: jax.Array) -> dict[str, jax.Array]:
+    """Inference: network-scaled L [B, H, W, 1] -> {output name: ab [B, H, W, 2]}.
+
+    The first entry is the system's final output; others (e.g. the
+    generator's output before an improver) are evaluated alongside it.
+    """
+
+  def learning_rates(self, state: State) -> Metrics:
+    """Current learning rate of each network, for logging."""
+    return {}
+
+
+def step_rng(rng: jax.Array, step: jax.Array) -> jax.Array:
+  """The randomness of training step `step`: independent of the device count."""
+  return jax.random.fold_in(rng, step)
+
+
+def grad_norm(grads: Any) -> jax.Array:
+  return optax.global_norm(grads).astype(jnp.float32)

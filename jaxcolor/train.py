@@ -1,0 +1,332 @@
+"""The training loop: set-up, resume, then steps with periodic side work.
+
+    for step in steps:
+        state = train_step(state, next(batches))      # jitted, donated
+        every log_every_steps:        scalars -> TensorBoard + metrics.jsonl
+        every image_every_steps:      gray | prediction | truth grid
+        every eval_every_steps:       PSNR/SSIM/... on the evaluation split
+        every checkpoint_every_steps: state + data iterator (async)
+
+The same command on the same workdir resumes from the newest checkpoint and
+continues exactly (same parameters as an uninterrupted run). SIGTERM/SIGINT
+save a checkpoint at the current step and stop cleanly.
+"""
+
+import dataclasses
+import json
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from etils import epath
+
+from jaxcolor import checkpointing
+from jaxcolor import configuration
+from jaxcolor import evaluation
+from jaxcolor import image_grid
+from jaxcolor import parallel
+from jaxcolor import prefetch
+from jaxcolor import systems
+
+
+class TrainingDiverged(RuntimeError):
+  """A non-finite loss; the message names the step and the last checkpoint."""
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything the loop needs, built once by `setup`."""
+  config: ml_collections.ConfigDict
+  workdir: epath.Path
+  mesh: Any
+  system: systems.System
+  state_sharding: Any
+  abstract_state: Any
+  checkpointer: checkpointing.Checkpointer
+  train_step: Any
+  evaluator: evaluation.Evaluator
+  rng: jax.Array
+
+  @property
+  def is_primary(self) -> bool:
+    return jax.process_index() == 0
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Validates the config and builds system, shardings and the jitted step.
+
+  Raises ConfigError before anything compiles.
+  """
+  system = systems.create(config)
+  configuration.validate(config, device_count=jax.device_count(),
+                         process_count=jax.process_count(),
+                         extra_fields=system.config_fields)
+  system.validate()
+
+  mesh = parallel.make_mesh()
+  rng = jax.random.key(config.seed)
+  init_rng, step_rng = jax.random.split(rng)
+  abstract_state = jax.eval_shape(system.init, init_rng)
+  train_step, state_sharding = jit_train_step(system, mesh, abstract_state)
+  workdir = epath.Path(workdir)
+  checkpointer = checkpointing.Checkpointer(
+      workdir / "checkpoints", keep=config.keep_checkpoints)
+  return Run(config=config, workdir=workdir, mesh=mesh, system=system,
+             state_sharding=state_sharding, abstract_state=abstract_state,
+             checkpointer=checkpointer, train_step=train_step,
+             evaluator=evaluation.Evaluator(system, mesh, state_sharding),
+             rng=jax.device_put(step_rng, parallel.replicated(mesh)))
+
+
+def jit_train_step(system: systems.System, mesh, abstract_state: Any):
+  """`system.train_step` jitted over `mesh`: state replicated and donated,
+  batch sharded on 'data'. Returns (step function, state sharding)."""
+  state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh),
+                                abstract_state)
+  step = jax.jit(
+      system.train_step,
+      in_shardings=(state_sharding, parallel.batch_sharded(mesh),
+                    parallel.replicated(mesh)),
+      out_shardings=(state_sharding, parallel.replicated(mesh)),
+      donate_argnums=(0,))
+  return step, state_sharding
+
+
+def initial_state(run: Run, batches: prefetch.DevicePrefetcher) -> Any:
+  """The newest checkpoint's state (moving `batches` with it), or a new one."""
+  latest = run.checkpointer.latest_step()
+  if latest is None:
+    init = jax.jit(run.system.init, out_shardings=run.state_sharding)
+    return init(jax.random.split(jax.random.key(run.config.seed))[0])
+  logging.info("Resuming from the checkpoint at step %d in %s.", latest,
+               run.checkpointer.directory)
+  target = checkpointing.abstract_with_shardings(run.abstract_state,
+                                                 run.state_sharding)
+  return run.checkpointer.restore(latest, target, batches)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints).
+
+  Returns the last evaluation's metrics.
+  """
+  from jaxcolor import data as input_pipeline  # noqa: PLC0415 (data libs stay out of the step)
+  from jaxcolor import metric_logging  # noqa: PLC0415
+
+  run = setup(config, workdir)
+  run.workdir.mkdir(parents=True, exist_ok=True)
+  if run.is_primary:
+    (run.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  logger = metric_logging.MetricLogger(str(run.workdir), is_primary=run.is_primary)
+
+  # -- data ------------------------------------------------------------------
+  host_batches = input_pipeline.create_train_iterator(
+      config.dataset, image_size=config.image_size,
+      global_batch_size=config.batch_size, seed=config.seed,
+      data_dir=config.data_dir or None, worker_count=config.worker_count)
+  batches = prefetch.DevicePrefetcher(host_batches, run.mesh)
+  eval_dataset = config.eval_dataset or config.dataset
+
+  def eval_batches():
+    return input_pipeline.create_eval_batches(
+        eval_dataset, image_size=config.image_size,
+        batch_size=config.eval_batch_size,
+        num_images=config.num_eval_images if config.num_eval_images > 0 else None,
+        data_dir=config.data_dir or None)
+
+  # -- state -----------------------------------------------------------------
+  state = initial_state(run, batches)
+  first_step = int(jax.device_get(state["step"]))
+  logger.truncate_after(first_step)
+  if first_step == 0:
+    _log_overview(run, state, logger)
+
+  # -- loop ------------------------------------------------------------------
+  stop = _StopSignal()
+  progress = _Progress(first_step, config.num_train_steps)
+  pending: list[dict] = []
+  last_eval: dict = {}
+  step = first_step
+  logging.info("Training %s from step %d to %d on %d device(s), %d host(s).",
+               config.system, step, config.num_train_steps, jax.device_count(),
+               jax.process_count())
+  with stop:
+    while step < config.num_train_steps:
+      state, step_metrics = run.train_step(state, next(batches), run.rng)
+      step += 1
+      pending.append(step_metrics)
+
+      if step % config.log_every_steps == 0 or step == config.num_train_steps:
+        scalars = _mean_metrics(pending)
+        pending = []
+        _check_finite(scalars, step, run)
+        scalars.update(progress.update(step))
+        logger.scalars(step, scalars)
+        logging.info("%s", _format_line(step, config.num_train_steps, scalars))
+
+      at_end = step == config.num_train_steps
+      if step % config.eval_every_steps == 0 or at_end:
+        last_eval = _evaluate(run, state, eval_batches(), logger, step,
+                              save_grid=step % config.image_every_steps == 0 or at_end)
+      elif step % config.image_every_steps == 0:
+        _evaluate(run, state, eval_batches(), logger, step, save_grid=True,
+                  grid_only=True)
+
+      if step % config.checkpoint_every_steps == 0 or at_end or stop.requested:
+        run.checkpointer.save(step, state, batches, force=True)
+      if stop.requested:
+        logging.warning("Stopping at step %d on %s; checkpoint saved in %s. "
+                        "Run the same command to resume.", step,
+                        stop.signal_name, run.checkpointer.directory)
+        break
+  run.checkpointer.wait_until_finished()
+  logger.flush()
+  logger.close()
+  return last_eval
+
+
+# -- periodic work -------------------------------------------------------------
+
+
+def _evaluate(run: Run, state: Any, batches, logger, step: int, *,
+              save_grid: bool, grid_only: bool = False) -> dict:
+  """Evaluates, logs `eval/*` scalars, writes eval/<step>.json and the grid."""
+  config = run.config
+  if grid_only:
+    batches = _take_images(batches, config.num_grid_images)
+  start = time.perf_counter()
+  means, images = run.evaluator.evaluate(
+      state, batches, num_grid_images=config.num_grid_images if save_grid else 0)
+  if not grid_only:
+    means["eval_seconds"] = time.perf_counter() - start
+    means["dataset"] = config.eval_dataset or config.dataset
+    logger.scalars(step, {f"eval/{k}": v for k, v in means.items()
+                          if isinstance(v, (int, float))})
+    logging.info("eval step %d: %s", step, ", ".join(
+        f"{k}={v:.4g}" for k, v in means.items()
+        if isinstance(v, float) and "_" not in k or k in ("pixel_accuracy",)))
+    if run.is_primary:
+      path = run.workdir / "eval" / f"{step}.json"
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(json.dumps({"step": step, **means}, indent=2))
+  if save_grid and images and run.is_primary:
+    grid = image_grid.make_grid([images["gray"], images["prediction"],
+                                 images["truth"]])
+    image_grid.save_png(run.workdir / "images" / f"grid_{step:07d}.png", grid)
+    logger.images(step, {"gray_prediction_truth": grid})
+  return means
+
+
+def _take_images(batches, count: int):
+  seen = 0
+  for batch in batches:
+    if seen >= count:
+      return
+    seen += int(batch["mask"].sum())
+    yield batch
+
+
+def _log_overview(run: Run, state: Any, logger) -> None:
+  from clu import parameter_overview  # noqa: PLC0415
+  for name in run.system.networks:
+    params = jax.device_get(state[name].params)
+    logging.info("%s parameters:\n%s", name,
+                 parameter_overview.get_parameter_overview(params))
+  counts = {f"{name}_parameters": int(sum(
+      np.prod(x.shape) for x in jax.tree.leaves(state[name].params)))
+      for name in run.system.networks}
+  logging.info("Parameter counts: %s", counts)
+  flat = {k: v for k, v in _flatten(run.config.to_dict()).items()}
+  logger.hparams({**flat, **counts})
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def _mean_metrics(pending: list[dict]) -> dict[str, float]:
+  """Means over the steps since the last log (one host sync per interval)."""
+  stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *pending))
+  return {k: float(np.mean(v)) for k, v in stacked.items()}
+
+
+def _check_finite(scalars: dict[str, float], step: int, run: Run) -> None:
+  bad = [k for k, v in scalars.items() if "loss" in k and not np.isfinite(v)]
+  if bad:
+    last = run.checkpointer.latest_step()
+    raise TrainingDiverged(
+        f"Non-finite {', '.join(bad)} by step {step}; last good checkpoint: "
+        f"{'step %d in %s' % (last, run.checkpointer.directory) if last is not None else 'none'}.")
+
+
+def _format_line(step: int, total: int, scalars: dict[str, float]) -> str:
+  shown = {k: v for k, v in scalars.items() if "loss" in k or "score" in k}
+  eta = scalars.get("eta_seconds")
+  return (f"step {step}/{total} "
+          + " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+          + f" | {scalars.get('steps_per_second', 0):.2f} steps/s"
+          + (f" | ETA {_duration(eta)}" if eta is not None else ""))
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class _Progress:
+  """Steps per second since the last report, and the time left."""
+
+  def __init__(self, step: int, total: int):
+    self.total = total
+    self.step, self.time = step, time.perf_counter()
+
+  def update(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    rate = (step - self.step) / max(now - self.time, 1e-9)
+    self.step, self.time = step, now
+    return {"steps_per_second": rate,
+            "eta_seconds": (self.total - step) / max(rate, 1e-9)}
+
+
+class _StopSignal:
+  """Turns SIGTERM/SIGINT into a request to checkpoint and stop."""
+
+  def __init__(self):
+    self.requested = False
+    self.signal_name = ""
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.requested:  # A second signal: stop at once.
+      raise KeyboardInterrupt
+    self.requested = True
+    self.signal_name = signal.Signals(signum).name
+    logging.warning("%s received: saving a checkpoint after this step.",
+                    self.signal_name)
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread (e.g. some test runners).
+        pass
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
