@@ -4,9 +4,12 @@ Flags, process facts, then the library does the work (jaxcolor.train).
 Overrides: `--config.batch_size=32 --config.generator.ngf=32`.
 """
 
+import os
 import sys
 
-import jax
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (for TensorBoard) is quiet.
+
+import jax  # noqa: E402
 from absl import app
 from absl import flags
 from absl import logging
@@ -23,9 +26,17 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _quiet_libraries(record) -> bool:
+  """Keeps Orbax's and grain's per-save INFO chatter out of the run's log."""
+  noisy = ("/orbax/", "/grain/", "/etils/")
+  return record.levelno >= logging.WARNING or not any(
+      part in record.pathname for part in noisy)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.get_absl_handler().addFilter(_quiet_libraries)
   logging.info("JAX %s: process %d of %d, %d local / %d global devices (%s).",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
@@ -38,5 +49,22 @@ def main(argv):
     sys.exit(2)
 
 
+def _parse_flags(argv):
+  """absl's flag parsing, with config errors as one line and no traceback."""
+  try:
+    argv = flags.FLAGS(argv)
+    # The config file loads lazily, and a failed load surfaces on first use.
+    getattr(_CONFIG.value, "system", None)
+    return argv
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError,
+          OSError) as e:
+    text = str(e).replace("\\n", "\n").replace("\\'", "'").replace("''", "'")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines):
+      lines = lines[-1:]  # The config file's own exception, last line.
+    print(f"Configuration error: {' '.join(lines)}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -97,12 +97,27 @@ def jit_train_step(system: systems.System, mesh, abstract_state: Any):
   return step, state_sharding
 
 
+def init_state(system: systems.System, state_sharding: Any, rng: jax.Array):
+  """`system.init` jitted straight into its shardings (no host copy).
+
+  Initialisation draws with the non-partitionable threefry: the initial
+  state is replicated, so both forms give device-count-independent values,
+  and this one compiles 4x faster on XLA:CPU (26 s against 6 s for the
+  default config's networks), where each random parameter otherwise costs
+  about 0.35 s of compile time. Per-step randomness keeps the partitionable
+  form, so sharded dropout masks match those of one device.
+  """
+  init = jax.jit(system.init, out_shardings=state_sharding)
+  with jax.threefry_partitionable(False):
+    return init(rng)
+
+
 def initial_state(run: Run, batches: prefetch.DevicePrefetcher) -> Any:
   """The newest checkpoint's state (moving `batches` with it), or a new one."""
   latest = run.checkpointer.latest_step()
   if latest is None:
-    init = jax.jit(run.system.init, out_shardings=run.state_sharding)
-    return init(jax.random.split(jax.random.key(run.config.seed))[0])
+    return init_state(run.system, run.state_sharding,
+                      jax.random.split(jax.random.key(run.config.seed))[0])
   logging.info("Resuming from the checkpoint at step %d in %s.", latest,
                run.checkpointer.directory)
   target = checkpointing.abstract_with_shardings(run.abstract_state,
