@@ -4,12 +4,22 @@ Saves are asynchronous (training continues while the arrays are written) and
 atomic: Orbax writes into a temporary directory and renames it when complete,
 so a kill at any moment leaves only whole checkpoints. The newest
 `keep_checkpoints` are kept.
+
+Every process takes part in saving and restoring (Orbax writes each array
+once, the primary process writes the metadata); grain writes one data
+position per process, `data_iter/process_<i>-of-<n>.json`. A checkpoint
+restores onto another number of processes (e.g. written by one host with 8
+devices, continued on 2 hosts): the arrays are laid out afresh, and the data
+position, which the new layout cannot read from the old per-process files,
+is recomputed from the step (`restart_data_state`).
 """
 
-from typing import Any
+import json
+from typing import Any, Callable
 
 import grain
 import jax
+from absl import logging
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -42,16 +52,41 @@ class Checkpointer:
                               force=force)
 
   def restore(self, step: int, abstract_state: Any,
-              data_iter: Any | None = None) -> Any:
+              data_iter: Any | None = None, *,
+              restart_data_state: Callable[[int], Any] | None = None) -> Any:
     """The state at `step`, laid out as `abstract_state`'s shardings.
 
     `data_iter`, when given, is moved in place to where it was at `step`.
+    When the checkpoint was written by another number of processes, its
+    state becomes `restart_data_state(step)` instead (the iterator state of
+    this process after `step` steps); without it that restore fails.
     """
     items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iter is not None:
+    same_layout = data_iter is None or self._data_file(step).exists()
+    if data_iter is not None and same_layout:
       items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+    elif data_iter is not None and restart_data_state is None:
+      raise ValueError(
+          f"The checkpoint at step {step} in {self.directory} was written by "
+          f"another number of processes (no {self._data_file(step).name}); "
+          "pass restart_data_state to resume its data iterator.")
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    if not same_layout:
+      logging.warning(
+          "Checkpoint %d was written by another number of processes than %d: "
+          "the data iterator restarts at the position of step %d.", step,
+          jax.process_count(), step)
+      state = restart_data_state(step)
+      # grain's own iterators take the dict; others (the device prefetcher)
+      # the JSON bytes, as grain's Orbax handler passes them.
+      data_iter.set_state(state if isinstance(data_iter, grain.DatasetIterator)
+                          else json.dumps(state).encode())
     return restored["state"]
+
+  def _data_file(self, step: int) -> epath.Path:
+    """Where grain keeps this process's data position of checkpoint `step`."""
+    return (self.directory / str(step) / "data_iter" /
+            f"process_{jax.process_index()}-of-{jax.process_count()}.json")
 
   def wait_until_finished(self) -> None:
     self._manager.wait_until_finished()

@@ -12,6 +12,8 @@ from typing import Any
 import ml_collections
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# config.optimizer.name (absent: 'adam'); built by jaxcolor.optimizers.create.
+OPTIMIZERS = ("adam", "adadelta", "sgd")
 
 
 class ConfigError(ValueError):
@@ -55,6 +57,19 @@ def base_config() -> ml_collections.ConfigDict:
       "learning_rate": 2e-4, "b1": 0.5, "b2": 0.999,
       "constant_steps": -1,      # -1: num_train_steps - decay_steps.
       "decay_steps": 0,
+  })
+  # Evaluation runs (`--mode=evaluate`, jaxcolor/evaluate.py) and the metrics
+  # every evaluation reports; definitions in docs/metrics.md.
+  c.evaluation = ml_collections.ConfigDict({
+      # Which checkpoints of the workdir: 'latest', 'all', or steps '5000,10000'.
+      "checkpoints": "latest",
+      # pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or its .npz
+      # export); '' = no FID.
+      "fid_weights": "",
+      # Zhang et al.'s raw accuracy AuC: ab thresholds 0..max in steps.
+      "auc_max_distance": 150.0,
+      "auc_step": 1.0,
+      "num_report_images": 16,   # Rows of the HTML report.
   })
   return c
 
@@ -144,16 +159,55 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
            config.eval_batch_size,
            f"must be a multiple of the device count {device_count}")
   opt = config.optimizer
+  optimizer = opt.get("name", "adam")
+  _require(optimizer in OPTIMIZERS, "optimizer.name", optimizer,
+           f"one of {', '.join(OPTIMIZERS)}")
   _require(opt.learning_rate > 0, "optimizer.learning_rate",
            opt.learning_rate, "a positive number")
-  _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, "optimizer.b1/b2",
-           (opt.b1, opt.b2), "numbers in [0, 1)")
-  _require(0 <= opt.decay_steps <= config.num_train_steps,
-           "optimizer.decay_steps", opt.decay_steps,
-           f"between 0 and num_train_steps={config.num_train_steps}")
-  _require(opt.constant_steps == -1 or opt.constant_steps >= 0,
-           "optimizer.constant_steps", opt.constant_steps,
-           "-1 (the steps before the decay) or a non-negative integer")
+  if optimizer == "adam":
+    _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, "optimizer.b1/b2",
+             (opt.b1, opt.b2), "numbers in [0, 1)")
+  elif optimizer == "adadelta":
+    _require(0 <= opt.rho < 1, "optimizer.rho", opt.rho, "a number in [0, 1)")
+    _require(opt.eps > 0, "optimizer.eps", opt.eps, "a positive number")
+  else:  # sgd: warm-up then cosine decay, instead of the schedule below.
+    _require(0 <= opt.momentum < 1, "optimizer.momentum", opt.momentum,
+             "a number in [0, 1)")
+    _require(opt.weight_decay >= 0, "optimizer.weight_decay",
+             opt.weight_decay, "a non-negative number")
+    _require(0 <= opt.warmup_steps < config.num_train_steps,
+             "optimizer.warmup_steps", opt.warmup_steps,
+             f"between 0 and num_train_steps={config.num_train_steps}")
+  if optimizer != "sgd":
+    _require(0 <= opt.decay_steps <= config.num_train_steps,
+             "optimizer.decay_steps", opt.decay_steps,
+             f"between 0 and num_train_steps={config.num_train_steps}")
+    _require(opt.constant_steps == -1 or opt.constant_steps >= 0,
+             "optimizer.constant_steps", opt.constant_steps,
+             "-1 (the steps before the decay) or a non-negative integer")
+  _validate_evaluation(config.evaluation)
+
+
+_CHECKPOINTS_RE = re.compile(r"^(latest|all|[0-9]+(,[0-9]+)*)$")
+
+
+def _validate_evaluation(ev: ml_collections.ConfigDict) -> None:
+  _require(isinstance(ev.checkpoints, str)
+           and bool(_CHECKPOINTS_RE.match(ev.checkpoints.replace(" ", ""))),
+           "evaluation.checkpoints", ev.checkpoints,
+           "'latest', 'all', or checkpoint steps such as '5000' or '5000,10000'")
+  _require(isinstance(ev.fid_weights, str), "evaluation.fid_weights",
+           ev.fid_weights, "a path to pt_inception-2015-12-05-6726825d.pth or ''")
+  _require(ev.auc_step > 0, "evaluation.auc_step", ev.auc_step,
+           "a positive distance in ab units")
+  intervals = ev.auc_max_distance / ev.auc_step if ev.auc_step > 0 else 0
+  _require(ev.auc_max_distance > 0 and abs(intervals - round(intervals)) < 1e-6,
+           "evaluation.auc_max_distance", ev.auc_max_distance,
+           f"a positive multiple of evaluation.auc_step={ev.auc_step} "
+           "(Zhang et al.: 150)")
+  _require(isinstance(ev.num_report_images, int)
+           and ev.num_report_images >= 0, "evaluation.num_report_images",
+           ev.num_report_images, "a non-negative integer")
 
 
 def smoke_preset(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

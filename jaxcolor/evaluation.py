@@ -3,9 +3,13 @@
 Every output the system names (`System.colorize`) is scored, and so is the
 gray baseline (true L, ab = 0), so each number has its floor beside it. The
 system's final output is also reported without a prefix (`psnr`, `ssim`, ...).
+A system may add per-image metrics of its own (`System.eval_metrics`, e.g.
+`top1_accuracy`); one that does not colorize (`System.colorizes = False`, the
+backbone classifier) is scored by those alone, without image grids.
 Metric definitions: docs/metrics.md.
 """
 
+import collections
 from typing import Any, Callable, Iterable
 
 import jax
@@ -20,57 +24,94 @@ from jaxcolor import parallel
 from jaxcolor.systems.base import System
 
 GRAY = "gray"
+TRUTH = "truth"
 
 
 def _image_metrics(lightness: jax.Array, ab: jax.Array, true_rgb: jax.Array,
-                   true_lab: jax.Array) -> dict[str, jax.Array]:
+                   true_lab: jax.Array, true_colorfulness: jax.Array,
+                   auc: tuple[float, float]) -> dict[str, jax.Array]:
   """Per-image metrics [B] of one prediction (network-scaled L and ab)."""
   rgb = color.lab_net_to_rgb(lightness, ab)
   lab = jnp.concatenate([color.net_to_lightness(lightness),
                          color.net_to_ab(ab)], axis=-1)
+  colorfulness = metrics.colorfulness(rgb)
   return {
       "psnr": metrics.psnr(rgb, true_rgb),
       "ssim": metrics.ssim(rgb, true_rgb),
       "pixel_accuracy": metrics.pixel_accuracy(lab, true_lab),
+      "raw_accuracy_auc": metrics.raw_accuracy_auc(
+          lab[..., 1:], true_lab[..., 1:], max_distance=auc[0], step=auc[1]),
       "ab_mse": metrics.ab_mse(lab[..., 1:], true_lab[..., 1:]),
       "ab_mae": metrics.ab_mae(lab[..., 1:], true_lab[..., 1:]),
+      "colorfulness": colorfulness,
+      # Negative: less colourful than the photo (the usual desaturation).
+      "colorfulness_difference": colorfulness - true_colorfulness,
   }
 
 
-def make_eval_step(system: System) -> Callable:
+def auc_settings(system: System) -> tuple[float, float]:
+  """(max distance, step) of the raw accuracy AuC from `config.evaluation`."""
+  settings = system.config.get("evaluation") or {}
+  return (float(settings.get("auc_max_distance", metrics.AUC_MAX_DISTANCE)),
+          float(settings.get("auc_step", metrics.AUC_STEP)))
+
+
+def make_eval_step(system: System,
+                   auc: tuple[float, float] | None = None) -> Callable:
   """(state, batch) -> ({metric: sum over real images}, count, predictions).
 
   `predictions` maps each output name to float RGB [B, H, W, 3], for grids.
+  `auc`: the raw accuracy AuC's (max distance, step); default from the config.
   """
+  auc = auc or auc_settings(system)
+
   def eval_step(state, batch):
+    mask = batch["mask"].astype(jnp.float32)
+    # The system's own per-image metrics (`System.eval_metrics`), unprefixed.
+    sums = {metric: jnp.sum(values.astype(jnp.float32) * mask)
+            for metric, values in system.eval_metrics(state, batch).items()}
+    if not system.colorizes:
+      return sums, jnp.sum(mask), {}
     lightness, ab = color.split_lab(batch["image"])
     true_rgb = batch["image"].astype(jnp.float32) / 255.0
     true_lab = jnp.concatenate([color.net_to_lightness(lightness),
                                 color.net_to_ab(ab)], axis=-1)
     outputs = system.colorize(state, lightness)
     outputs[GRAY] = jnp.zeros_like(ab)
-    mask = batch["mask"].astype(jnp.float32)
-    sums = {}
+    true_colorfulness = metrics.colorfulness(true_rgb)
+    sums[TRUTH + "_colorfulness"] = jnp.sum(true_colorfulness * mask)
     for name, pred_ab in outputs.items():
       for metric, values in _image_metrics(lightness, pred_ab, true_rgb,
-                                           true_lab).items():
+                                           true_lab, true_colorfulness,
+                                           auc).items():
         # Identical images have infinite PSNR: count them as 100 dB.
         values = jnp.where(values == jnp.inf, 100.0, values)
         sums[f"{name}_{metric}"] = jnp.sum(values * mask)
-    predictions = {name: color.lab_net_to_rgb(lightness, pred_ab)
-                   for name, pred_ab in outputs.items()}
+    # An OrderedDict keeps `colorize`'s order through jit, which returns a
+    # dict's keys sorted: the first entry must stay the final output (for the
+    # Improver system 'improver', which sorts after 'generator').
+    predictions = collections.OrderedDict(
+        (name, color.lab_net_to_rgb(lightness, pred_ab))
+        for name, pred_ab in outputs.items())
     return sums, jnp.sum(mask), predictions
   return eval_step
 
 
 class Evaluator:
-  """Runs `eval_step` jitted over the mesh on every batch of a split."""
+  """Runs `eval_step` jitted over the mesh on every batch of a split.
 
-  def __init__(self, system: System, mesh: Mesh, state_sharding: Any):
+  `fid`: a `jaxcolor.fid.FIDAccumulator` to also report `<output>_fid` (and
+  `gray_fid`) against the truth; FID pools features over the whole split,
+  so it is computed here rather than per image.
+  """
+
+  def __init__(self, system: System, mesh: Mesh, state_sharding: Any, *,
+               auc: tuple[float, float] | None = None, fid: Any = None):
     self.system = system
     self.mesh = mesh
+    self.fid = fid
     self._step = jax.jit(
-        make_eval_step(system),
+        make_eval_step(system, auc),
         in_shardings=(state_sharding, parallel.batch_sharded(mesh)),
         out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh),
                        parallel.batch_sharded(mesh)))
@@ -88,14 +129,20 @@ class Evaluator:
     totals, count = None, 0.0
     grid = {"gray": [], "prediction": [], "truth": []}
     final = None
+    if self.fid is not None:
+      self.fid.reset()
     for batch in batches:
-      sums, n, predictions = self._step(state,
-                                        parallel.global_batch(batch, self.mesh))
+      global_batch = parallel.global_batch(batch, self.mesh)
+      sums, n, predictions = self._step(state, global_batch)
+      if self.fid is not None and predictions:
+        self.fid.update({**predictions,
+                         TRUTH: global_batch["image"].astype(jnp.float32) / 255},
+                        global_batch["mask"])
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
       count += float(n)
-      final = final or next(iter(predictions))
+      final = final or next(iter(predictions), None)
       have = sum(len(x) for x in grid["truth"])
-      if have < num_grid_images:
+      if have < num_grid_images and final is not None:
         take = min(num_grid_images - have, int(batch["mask"].sum()))
         local = {k: _local_rows(v)[:take] for k, v in predictions.items()}
         grid["prediction"].append(local[final])
@@ -104,10 +151,14 @@ class Evaluator:
     if totals is None or count == 0:
       raise ValueError("The evaluation split yielded no image.")
     means = {k: float(v) / count for k, v in jax.device_get(totals).items()}
+    if self.fid is not None and self.fid.moments:
+      means.update(self.fid.result())
     for key in list(means):
-      if key.startswith(final + "_"):
+      if final is not None and key.startswith(final + "_"):
         means[key[len(final) + 1:]] = means[key]
     means["num_images"] = int(count)
+    if final is not None:  # Whose metrics the unprefixed keys repeat.
+      means["final_output"] = final
     images = {k: image_grid.to_uint8(np.concatenate(v)) if k != "truth"
               else np.concatenate(v) for k, v in grid.items() if v}
     return means, images

@@ -1,6 +1,7 @@
 """Entry point: `python -m jaxcolor.main --config FILE[:preset] --workdir DIR`.
 
-Flags, process facts, then the library does the work (jaxcolor.train).
+Flags, process facts, then the library does the work (jaxcolor.train;
+with `--mode=evaluate`, jaxcolor.evaluate scores saved checkpoints).
 Overrides: `--config.batch_size=32 --config.generator.ngf=32`.
 """
 
@@ -16,13 +17,20 @@ from absl import logging
 from ml_collections import config_flags
 
 from jaxcolor import configuration
+from jaxcolor import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with a preset: configs/pix2pix.py:smoke.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory: checkpoints, logs, metrics.jsonl, images.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "evaluate"],
+    "train: train (resuming from the newest checkpoint); evaluate: score the "
+    "workdir's checkpoints (config.evaluation.checkpoints), never train.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Multi-host: start jax.distributed first (also "
+    "JAXCOLOR_DISTRIBUTED=1; see jaxcolor/distributed.py and launch/).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -37,13 +45,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.get_absl_handler().addFilter(_quiet_libraries)
+  distributed.initialize(_DISTRIBUTED.value)
   logging.info("JAX %s: process %d of %d, %d local / %d global devices (%s).",
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
                jax.devices()[0].device_kind)
-  from jaxcolor import train  # noqa: PLC0415 (flags parse first)
+  from jaxcolor import evaluate, train  # noqa: PLC0415 (flags parse first)
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if _MODE.value == "evaluate":
+      evaluate.evaluate_checkpoints(_CONFIG.value, _WORKDIR.value)
+    else:
+      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except configuration.ConfigError as e:
     print(f"Configuration error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -11,7 +11,11 @@ K2 = 0.03), per colour channel and averaged, over the window positions that
 fit inside the image; it equals `skimage.metrics.structural_similarity(...,
 gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1,
 channel_axis=-1)`.
+
+Formulas, colour spaces and references of every metric: docs/metrics.md.
 """
+
+import functools
 
 import dm_pix as pix
 import jax
@@ -110,3 +114,68 @@ def ab_mae(pred_ab: jax.Array, true_ab: jax.Array) -> jax.Array:
   """
   diff = jnp.asarray(pred_ab, jnp.float32) - jnp.asarray(true_ab, jnp.float32)
   return jnp.mean(jnp.abs(diff), axis=_IMAGE_AXES)
+
+
+# Zhang et al. 2016 (Colorful Image Colorization, section 3.1) sweep the ab
+# distance threshold from 0 to 150 for their raw accuracy AuC.
+AUC_MAX_DISTANCE = 150.0
+AUC_STEP = 1.0
+
+
+@functools.partial(jax.jit, static_argnames=("max_distance", "step"))
+def raw_accuracy_auc(pred_ab: jax.Array, true_ab: jax.Array,
+                     max_distance: float = AUC_MAX_DISTANCE,
+                     step: float = AUC_STEP) -> jax.Array:
+  """Zhang et al.'s raw accuracy AuC: the area under the share of pixels
+  whose a*b* lie within distance t of the truth, t swept 0..max_distance.
+
+  With thresholds t_k = k * step, k = 0..K (K = max_distance / step), the
+  curve acc(t) = share of pixels with ||ab_pred - ab_true||_2 <= t is
+  integrated by the trapezoid rule and divided by max_distance, so a perfect
+  prediction scores 1. The sum over thresholds is taken per pixel in closed
+  form (a pixel at distance d lies within K - ceil(d / step) + 1 of them),
+  so memory does not grow with the number of thresholds.
+
+  Args:
+    pred_ab, true_ab: [B, H, W, 2] in Lab units (not network scale).
+    max_distance, step: the sweep; max_distance a multiple of step.
+
+  Returns:
+    [B] float32 in [0, 1].
+  """
+  num_intervals = round(max_distance / step)
+  diff = jnp.asarray(pred_ab, jnp.float32) - jnp.asarray(true_ab, jnp.float32)
+  distance = jnp.sqrt(jnp.sum(jnp.square(diff), axis=-1))
+  within = jnp.clip(num_intervals - jnp.ceil(distance / step) + 1, 0,
+                    num_intervals + 1)
+  at_zero = (distance <= 0.0).astype(jnp.float32)
+  at_max = (distance <= num_intervals * step).astype(jnp.float32)
+  per_pixel = (within - 0.5 * (at_zero + at_max)) / num_intervals
+  return jnp.mean(per_pixel, axis=(-2, -1))
+
+
+@jax.jit
+def colorfulness(rgb: jax.Array) -> jax.Array:
+  """Hasler and Suesstrunk 2003's colourfulness M of 8-bit quantised RGB.
+
+  rg = R - G, yb = (R + G) / 2 - B on the 0..255 scale;
+  M = sqrt(std(rg)^2 + std(yb)^2) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2),
+  population statistics over the image's pixels. 0 for a gray image; the
+  paper's scale calls about 33 "moderately", 59 "quite" and 82 "highly
+  colourful".
+
+  Args:
+    rgb: [B, H, W, 3] RGB in [0, 1].
+
+  Returns:
+    [B] float32.
+  """
+  rgb = quantize_8bit(rgb) * 255.0
+  red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+  rg = red - green
+  yb = 0.5 * (red + green) - blue
+  axes = (-2, -1)
+  spread = jnp.sqrt(jnp.var(rg, axis=axes) + jnp.var(yb, axis=axes))
+  centre = jnp.sqrt(jnp.square(jnp.mean(rg, axis=axes))
+                    + jnp.square(jnp.mean(yb, axis=axes)))
+  return spread + 0.3 * centre

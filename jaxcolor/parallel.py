@@ -44,5 +44,10 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Puts a host pytree on every device of the mesh."""
-  return jax.device_put(tree, replicated(mesh))
+  """Puts a pytree, the same on every process, on every device of the mesh.
+
+  A jitted identity rather than `jax.device_put`: on several hosts
+  device_put refuses a jax.Array (a PRNG key, say) for other processes'
+  devices, while jit takes it as this process's copy of a replicated value.
+  """
+  return jax.jit(lambda x: x, out_shardings=replicated(mesh))(tree)

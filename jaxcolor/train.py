@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -48,7 +47,7 @@ class Run:
   state_sharding: Any
   abstract_state: Any
   checkpointer: checkpointing.Checkpointer
-  train_step: Any
+  train_step: "PhasedTrainStep"
   evaluator: evaluation.Evaluator
   rng: jax.Array
 
@@ -72,7 +71,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
   abstract_state = jax.eval_shape(system.init, init_rng)
-  train_step, state_sharding = jit_train_step(system, mesh, abstract_state)
+  train_step = PhasedTrainStep(system, mesh, abstract_state)
+  state_sharding = train_step.state_sharding
   workdir = epath.Path(workdir)
   checkpointer = checkpointing.Checkpointer(
       workdir / "checkpoints", keep=config.keep_checkpoints)
@@ -80,21 +80,41 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
              state_sharding=state_sharding, abstract_state=abstract_state,
              checkpointer=checkpointer, train_step=train_step,
              evaluator=evaluation.Evaluator(system, mesh, state_sharding),
-             rng=jax.device_put(step_rng, parallel.replicated(mesh)))
+             rng=parallel.replicate(step_rng, mesh))
 
 
-def jit_train_step(system: systems.System, mesh, abstract_state: Any):
-  """`system.train_step` jitted over `mesh`: state replicated and donated,
-  batch sharded on 'data'. Returns (step function, state sharding)."""
+def jit_train_step(system: systems.System, mesh, abstract_state: Any,
+                   phase: str = systems.base.SINGLE_PHASE):
+  """`system.phase_train_step(phase)` jitted over `mesh`: state replicated and
+  donated, batch sharded on 'data'. Returns (step function, state sharding)."""
   state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh),
                                 abstract_state)
   step = jax.jit(
-      system.train_step,
+      system.phase_train_step(phase),
       in_shardings=(state_sharding, parallel.batch_sharded(mesh),
                     parallel.replicated(mesh)),
       out_shardings=(state_sharding, parallel.replicated(mesh)),
       donate_argnums=(0,))
   return step, state_sharding
+
+
+class PhasedTrainStep:
+  """One jitted step per phase of the system (`System.phase`), each compiled
+  when first used, so a run that stays in one phase compiles only that one."""
+
+  def __init__(self, system: systems.System, mesh, abstract_state: Any):
+    self._system, self._mesh, self._abstract_state = system, mesh, abstract_state
+    self._steps = {}
+    self.state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh),
+                                       abstract_state)
+
+  def for_step(self, step: int):
+    """The jitted step function that runs step `step` (0-based)."""
+    phase = self._system.phase(step)
+    if phase not in self._steps:
+      self._steps[phase], _ = jit_train_step(self._system, self._mesh,
+                                             self._abstract_state, phase)
+    return self._steps[phase]
 
 
 def init_state(system: systems.System, state_sharding: Any, rng: jax.Array):
@@ -116,13 +136,32 @@ def initial_state(run: Run, batches: prefetch.DevicePrefetcher) -> Any:
   """The newest checkpoint's state (moving `batches` with it), or a new one."""
   latest = run.checkpointer.latest_step()
   if latest is None:
-    return init_state(run.system, run.state_sharding,
-                      jax.random.split(jax.random.key(run.config.seed))[0])
+    state = init_state(run.system, run.state_sharding,
+                       jax.random.split(jax.random.key(run.config.seed))[0])
+    pretrained = run.system.load_pretrained(state)
+    if pretrained is not state:
+      state = jax.device_put(pretrained, run.state_sharding)
+    return state
   logging.info("Resuming from the checkpoint at step %d in %s.", latest,
                run.checkpointer.directory)
   target = checkpointing.abstract_with_shardings(run.abstract_state,
                                                  run.state_sharding)
-  return run.checkpointer.restore(latest, target, batches)
+  return run.checkpointer.restore(
+      latest, target, batches,
+      restart_data_state=lambda step: _restart_data_state(run.config, step))
+
+
+def _restart_data_state(config: ml_collections.ConfigDict, step: int) -> dict:
+  """The data position after `step` steps, for a checkpoint written by
+  another number of processes (see jaxcolor/data/sharding.py)."""
+  from jaxcolor.data import sharding  # noqa: PLC0415
+  if config.worker_count > 0:
+    raise configuration.ConfigError(
+        f"config.worker_count={config.worker_count}: the checkpoint was "
+        "written by another number of processes; resume it once with "
+        "worker_count=0 (its data position is recomputed from the step).")
+  return sharding.restart_state(step, global_batch_size=config.batch_size,
+                                process_count=jax.process_count())
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -172,7 +211,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                jax.process_count())
   with stop:
     while step < config.num_train_steps:
-      state, step_metrics = run.train_step(state, next(batches), run.rng)
+      state, step_metrics = run.train_step.for_step(step)(
+          state, next(batches), run.rng)
       step += 1
       pending.append(step_metrics)
 
@@ -224,7 +264,8 @@ def _evaluate(run: Run, state: Any, batches, logger, step: int, *,
                           if isinstance(v, (int, float))})
     logging.info("eval step %d: %s", step, ", ".join(
         f"{k}={v:.4g}" for k, v in means.items()
-        if isinstance(v, float) and "_" not in k or k in ("pixel_accuracy",)))
+        if isinstance(v, float) and "_" not in k
+        or k in ("pixel_accuracy", "top1_accuracy")))
     if run.is_primary:
       path = run.workdir / "eval" / f"{step}.json"
       path.parent.mkdir(parents=True, exist_ok=True)
@@ -271,9 +312,14 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def _mean_metrics(pending: list[dict]) -> dict[str, float]:
-  """Means over the steps since the last log (one host sync per interval)."""
-  stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *pending))
-  return {k: float(np.mean(v)) for k, v in stacked.items()}
+  """Means over the steps since the last log (one host sync per interval).
+
+  Each metric is averaged over the steps that report it: at a change of
+  phase (`System.phase`) the steps before and after report different names.
+  """
+  values = jax.device_get(pending)
+  names = dict.fromkeys(k for metrics in values for k in metrics)
+  return {k: float(np.mean([m[k] for m in values if k in m])) for k in names}
 
 
 def _check_finite(scalars: dict[str, float], step: int, run: Run) -> None:

@@ -121,3 +121,59 @@ def test_metrics_compose_under_an_outer_jit():
   psnr_value, ssim_value = evaluate(pred_rgb, true_rgb)
   np.testing.assert_allclose(psnr_value, metrics.psnr(pred_rgb, true_rgb), rtol=1e-5)
   np.testing.assert_allclose(ssim_value, metrics.ssim(pred_rgb, true_rgb), atol=1e-5)
+
+
+def _auc_reference(pred_ab, true_ab, max_distance=150.0, step=1.0):
+  """Zhang et al.'s AuC by the definition: the curve at every threshold,
+  integrated with numpy's trapezoid rule, divided by the range."""
+  distance = np.linalg.norm(np.asarray(pred_ab, np.float64) - true_ab, axis=-1)
+  thresholds = np.arange(0.0, max_distance + step / 2, step)
+  curves = [[(d <= t).mean() for t in thresholds] for d in distance]
+  return [np.trapezoid(c, thresholds) / max_distance for c in curves]
+
+
+def test_raw_accuracy_auc_matches_the_threshold_sweep():
+  rng = np.random.default_rng(0)
+  true_ab = rng.normal(0, 30, (3, 12, 10, 2)).astype(np.float32)
+  pred_ab = true_ab + rng.normal(0, 25, true_ab.shape).astype(np.float32)
+  pred_ab[1] = true_ab[1]                        # Perfect: 1.
+  pred_ab[2, :6] = true_ab[2, :6] + 200.0        # Half beyond every threshold.
+  value = metrics.raw_accuracy_auc(pred_ab, true_ab)
+  assert value.shape == (3,) and value.dtype == jnp.float32
+  np.testing.assert_allclose(value, _auc_reference(pred_ab, true_ab), atol=1e-5)
+  assert value[1] == 1.0
+  coarse = metrics.raw_accuracy_auc(pred_ab, true_ab, max_distance=100.0, step=5.0)
+  np.testing.assert_allclose(
+      coarse, _auc_reference(pred_ab, true_ab, 100.0, 5.0), atol=1e-5)
+
+
+def test_raw_accuracy_auc_of_a_constant_distance():
+  # Every pixel at distance 30 of the truth: the curve is 0 below 30 and 1
+  # from 30 on, so the area is (150 - 30 + 0.5) / 150 (the trapezoid at 30).
+  true_ab = np.zeros((1, 4, 4, 2), np.float32)
+  pred_ab = true_ab + np.array([18.0, 24.0], np.float32)
+  np.testing.assert_allclose(metrics.raw_accuracy_auc(pred_ab, true_ab),
+                             [(120 + 0.5) / 150], atol=1e-6)
+
+
+def _colorfulness_reference(rgb):
+  """Hasler and Suesstrunk 2003, eq. (3), in float64 on 0..255."""
+  rgb = np.round(np.clip(rgb, 0, 1) * 255).astype(np.float64)
+  rg = rgb[..., 0] - rgb[..., 1]
+  yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+  return [np.hypot(a.std(), b.std()) + 0.3 * np.hypot(a.mean(), b.mean())
+          for a, b in zip(rg, yb)]
+
+
+def test_colorfulness_matches_the_formula_and_is_zero_for_gray():
+  photos = _photos(count=3)
+  value = metrics.colorfulness(photos)
+  assert value.shape == (3,) and value.dtype == jnp.float32
+  np.testing.assert_allclose(value, _colorfulness_reference(photos), rtol=1e-5)
+  gray = np.repeat(photos.mean(-1, keepdims=True), 3, axis=-1)
+  np.testing.assert_allclose(metrics.colorfulness(gray), 0.0, atol=1e-6)
+  # A uniform pure red image: no spread; mean rg = 255, yb = 127.5.
+  red = np.zeros((1, 8, 8, 3))
+  red[..., 0] = 1.0
+  np.testing.assert_allclose(metrics.colorfulness(red),
+                             [0.3 * np.hypot(255.0, 127.5)], rtol=1e-6)

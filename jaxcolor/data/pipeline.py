@@ -3,9 +3,9 @@
 Training, per process:
 
   MapDataset.source(train).seed(seed).shuffle().repeat()   # new order each epoch
-    [process_index::process_count]                         # disjoint per host
     .map(DecodeAndResize)        # unusable file -> record without 'image'
     .random_map(RandomCropFlip)  # rng derived from (seed, index): deterministic
+    ProcessBlocks                # this host's block of every global batch
     .to_iter_dataset(ReadOptions)  [.mp_prefetch(worker_count)]
     .map(count events) .filter(has image) .batch(local_batch, drop_remainder)
 
@@ -28,7 +28,7 @@ from typing import Any, Iterator
 import grain
 import numpy as np
 
-from jaxcolor.data import sources, transforms
+from jaxcolor.data import sharding, sources, transforms
 
 # Decoding threads per process (per worker when worker_count > 0). Pillow
 # releases the GIL while it decodes and resizes, so threads use several cores
@@ -133,9 +133,12 @@ def create_train_iterator(dataset: str, *, image_size: int,
   _check_usable(data.train, decode, data.name)
 
   records = (grain.MapDataset.source(data.train).seed(seed).shuffle().repeat()
-             [process_index::process_count]
              .map(decode)
              .random_map(transforms.RandomCropFlip(image_size)))
+  # Global batches independent of the number of hosts: see data/sharding.py.
+  records = sharding.ProcessBlocks(records, local_batch=local_batch,
+                                   process_index=process_index,
+                                   process_count=process_count)
   stream = records.to_iter_dataset(_read_options(local_batch))
   if worker_count > 0:
     stream = stream.mp_prefetch(

@@ -9,10 +9,15 @@ broken files are skipped and counted in one place whatever their origin.
 Dataset strings:
   'sample'          the photos shipped in jaxcolor/sample_data/{train,eval}.
   'folder:/path'    every image under /path (recursive). Evaluation uses
-                    /path/{eval,val,validation}/ when /path/train/ has such a
-                    sibling; otherwise a fixed ~5% hold-out picked by a hash of
-                    each file's relative path (so adding files never moves an
-                    old one between splits).
+                    /path/{eval,val,validation,test}/ when /path/train/ has
+                    such a sibling; otherwise a fixed ~5% hold-out picked by a
+                    hash of each file's relative path (so adding files never
+                    moves an old one between splits). Labels: when every image
+                    of train/ and of the evaluation folder sits in a
+                    first-level class folder (train/<class>/x.jpg) and the
+                    evaluation classes are among train/'s, the class is the
+                    label, numbered in sorted order of train/'s class names
+                    (torchvision's ImageFolder rule).
   'places365_small', 'imagenet2012', 'coco/2017', 'cifar10', or 'tfds:NAME'
                     a TFDS dataset prepared as ArrayRecord in data_dir, read
                     with `tfds.data_source` (random access, no TensorFlow).
@@ -26,7 +31,8 @@ import pathlib
 from typing import Any
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-EVAL_FOLDER_NAMES = ("eval", "val", "validation")
+# 'test' last: CIFAR-10 exports come as train/ + test/ only.
+EVAL_FOLDER_NAMES = ("eval", "val", "validation", "test")
 # Share of a flat folder held out for evaluation, in thousandths.
 HOLDOUT_PER_MILLE = 50
 
@@ -59,11 +65,16 @@ class Dataset:
 
 
 class FileSource:
-  """Random access to a fixed list of image files under a root folder."""
+  """Random access to a fixed list of image files under a root folder.
 
-  def __init__(self, root: str | os.PathLike, relative_paths: list[str]):
+  With `labels` (one class index per file), records carry 'label'.
+  """
+
+  def __init__(self, root: str | os.PathLike, relative_paths: list[str],
+               labels: list[int] | None = None):
     self._root = pathlib.Path(root)
     self._relative_paths = list(relative_paths)
+    self._labels = None if labels is None else list(labels)
 
   def __len__(self) -> int:
     return len(self._relative_paths)
@@ -75,7 +86,10 @@ class FileSource:
       encoded = path.read_bytes()
     except OSError:  # Vanished, unreadable, or a broken symlink.
       encoded = None
-    return {"encoded": encoded, "key": str(path)}
+    record = {"encoded": encoded, "key": str(path)}
+    if self._labels is not None:
+      record["label"] = self._labels[index]
+    return record
 
   def __repr__(self) -> str:
     return f"FileSource({str(self._root)!r}, {len(self)} files)"
@@ -131,8 +145,29 @@ def _no_images_error(root: pathlib.Path) -> ValueError:
       f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}.")
 
 
+def class_folders(train_files: list[str],
+                  eval_files: list[str]) -> list[str] | None:
+  """Sorted class names when both splits are laid out as <class>/<file>.
+
+  None when any image sits elsewhere (directly in the split folder, or
+  deeper) or the evaluation split has a class that train/ lacks.
+  """
+  def classes(files):
+    parts = [f.split("/") for f in files]
+    if any(len(p) != 2 for p in parts):
+      return None
+    return {p[0] for p in parts}
+  train_classes, eval_classes = classes(train_files), classes(eval_files)
+  if train_classes is None or eval_classes is None:
+    return None
+  if not eval_classes <= train_classes:
+    return None
+  return sorted(train_classes)
+
+
 def open_folder(root: str | os.PathLike, name: str | None = None) -> Dataset:
-  """A folder of images: train/ + eval/ (val/, validation/) or a hash split."""
+  """A folder of images: train/ + eval/ (val/, validation/, test/), with
+  class-folder labels when both have them, or a hash split."""
   root = pathlib.Path(root).expanduser()
   if not root.is_dir():
     raise FileNotFoundError(f"Image folder {root} does not exist or is not a "
@@ -146,8 +181,16 @@ def open_folder(root: str | os.PathLike, name: str | None = None) -> Dataset:
       raise _no_images_error(root / "train")
     if not eval_files:
       raise _no_images_error(eval_folders[0])
-    return Dataset(name, FileSource(root / "train", train_files),
-                   FileSource(eval_folders[0], eval_files))
+    classes = class_folders(train_files, eval_files)
+    if classes is None:
+      return Dataset(name, FileSource(root / "train", train_files),
+                     FileSource(eval_folders[0], eval_files))
+    index = {c: i for i, c in enumerate(classes)}
+    label = lambda files: [index[f.split("/")[0]] for f in files]
+    return Dataset(
+        name, FileSource(root / "train", train_files, label(train_files)),
+        FileSource(eval_folders[0], eval_files, label(eval_files)),
+        has_labels=True, num_classes=len(classes))
   files = list_images(root)
   if not files:
     raise _no_images_error(root)

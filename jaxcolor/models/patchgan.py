@@ -85,19 +85,26 @@ class PatchGANDiscriminator(nn.Module):
       raise ValueError(f"Expected an NHWC batch [B, H, W, C]; got shape {x.shape}.")
     use_bias = layers.uses_bias(self.norm)
 
-    def conv(features, stride, bias, name):
+    def conv(h, features, stride, bias, name):
+      if stride == 2 and h.shape[1] % 2 == 0 and h.shape[2] % 2 == 0:
+        # The same layer as nn.Conv, differentiated in XLA:CPU's fast forms.
+        return layers.Conv2x(
+            features, kernel_size=4, padding=1, use_bias=bias,
+            kernel_init=layers.conv_init, dtype=self.dtype,
+            param_dtype=self.param_dtype, name=name)(h)
       return nn.Conv(
           features, (4, 4), strides=(stride, stride), padding=((1, 1), (1, 1)),
           use_bias=bias, kernel_init=layers.conv_init, dtype=self.dtype,
-          param_dtype=self.param_dtype, name=name)
+          param_dtype=self.param_dtype, name=name)(h)
 
-    h = conv(self.ndf, 2, True, "conv_0")(x)
+    h = conv(x, self.ndf, 2, True, "conv_0")
     h = nn.leaky_relu(h, negative_slope=0.2)
     for layer in range(1, self.num_layers + 1):
       stride = 2 if layer < self.num_layers else 1
-      h = conv(self.ndf * min(2 ** layer, 8), stride, use_bias, f"conv_{layer}")(h)
+      h = conv(h, self.ndf * min(2 ** layer, 8), stride, use_bias,
+               f"conv_{layer}")
       h = layers.Normalization(
           self.norm, dtype=self.dtype, param_dtype=self.param_dtype,
           name=f"norm_{layer}")(h, train)
       h = nn.leaky_relu(h, negative_slope=0.2)
-    return conv(1, 1, True, "logits")(h)
+    return conv(h, 1, 1, True, "logits")

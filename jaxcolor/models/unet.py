@@ -133,9 +133,9 @@ class UNetGenerator(nn.Module):
     dropout_levels = range(4, innermost)
 
     def conv(features, name, bias):
-      return nn.Conv(
-          features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-          use_bias=bias, kernel_init=layers.conv_init, dtype=self.dtype,
+      return layers.Conv2x(
+          features, kernel_size=4, padding=1, use_bias=bias,
+          kernel_init=layers.conv_init, dtype=self.dtype,
           param_dtype=self.param_dtype, name=name)
 
     def up_conv(features, name, bias):

@@ -14,6 +14,10 @@ from jaxcolor.systems.base import System
 # name -> "module:Class", relative to this package.
 _SYSTEMS = {
     "pix2pix": "pix2pix:Pix2Pix",
+    "pix2pix_improver": "pix2pix_improver:Pix2PixImprover",
+    "iizuka": "iizuka:Iizuka",
+    "resnet18_unet": "staged:StagedPix2Pix",
+    "classify": "classifier:Classifier",
 }
 
 

@@ -22,6 +22,9 @@ from jaxcolor import models
 State = dict[str, Any]
 Metrics = dict[str, jax.Array]
 
+# The phase name of systems that train the same way from start to end.
+SINGLE_PHASE = "train"
+
 
 class TrainState(train_state.TrainState):
   """Parameters, optimiser state and batch-norm statistics of one network."""
@@ -117,6 +120,51 @@ class System(abc.ABC):
 
   def learning_rates(self, state: State) -> Metrics:
     """Current learning rate of each network, for logging."""
+    return {}
+
+  # -- optional hooks (defaults: one phase, no pretrained weights, only the
+  # -- colorization metrics) ---------------------------------------------------
+
+  # False for systems that do not colorize (the backbone classifier): the
+  # evaluator then scores only `eval_metrics` and draws no image grid.
+  colorizes: bool = True
+
+  def phase(self, step: int) -> str:
+    """The phase of training that step `step` (a host int, 0-based) is in.
+
+    A system whose step changes form during training (staged training: the
+    generator alone first, then the GAN) names its phases; the training loop
+    jits `phase_train_step(phase)` once per phase, when first needed, and
+    picks it by the step it is about to run. A phase must therefore be a
+    function of the step count alone, so a resumed run picks what an
+    uninterrupted run picks.
+    """
+    del step
+    return SINGLE_PHASE
+
+  def phase_train_step(self, phase: str):
+    """The pure step function of `phase`, with `train_step`'s signature."""
+    del phase
+    return self.train_step
+
+  def load_pretrained(self, state: State) -> State:
+    """A fresh run's initial state with the configured pretrained weights.
+
+    Called on the host once, after `init` and before step 0, never on
+    resume (the checkpoint already holds them). Missing or unfit weight
+    files must be reported by `validate`, before anything compiles.
+    """
+    return state
+
+  def eval_metrics(self, state: State, batch: dict[str, jax.Array]) -> Metrics:
+    """Per-image metrics [B] beyond colorization's, e.g. a top-1 accuracy.
+
+    `batch` is an evaluation batch: 'image' uint8 [B, H, W, 3], 'mask' bool
+    [B] and, for labelled datasets, 'label' int32 [B]. The evaluator sums
+    each over the real images (mask True) and reports the mean under the
+    returned name. Traced inside the evaluator's jitted step.
+    """
+    del state, batch
     return {}
 
 

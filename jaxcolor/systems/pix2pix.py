@@ -80,10 +80,23 @@ class Pix2Pix(base.System):
   # -- the step ---------------------------------------------------------------
 
   def train_step(self, state, batch, rng):
-    dropout_rng = base.step_rng(rng, state["step"])
-    lightness, ab = color.split_lab(batch["image"])
-    lightness = lightness.astype(self.compute_dtype)
+    lightness, ab = self.lab_pair(batch)
+    state, metrics, _ = self.adversarial_step(state, lightness, ab, rng)
+    return state, metrics
 
+  def lab_pair(self, batch: dict[str, jax.Array]):
+    """Network-scaled L [B, H, W, 1] (compute dtype) and ab [B, H, W, 2]."""
+    lightness, ab = color.split_lab(batch["image"])
+    return lightness.astype(self.compute_dtype), ab
+
+  def adversarial_step(self, state: base.State, lightness: jax.Array,
+                       ab: jax.Array, rng: jax.Array):
+    """The module docstring's steps 1-3; the step counter advances.
+
+    Returns (state, metrics, fake_ab): G's training-mode output of this step
+    is returned for systems that build on it (the Improver refines it).
+    """
+    dropout_rng = base.step_rng(rng, state["step"])
     fake_ab, generator_pullback, generator_stats = self.generator_forward(
         state["generator"], lightness, dropout_rng)
     discriminator, d_metrics = self.update_discriminator(
@@ -95,7 +108,7 @@ class Pix2Pix(base.System):
     new_state = dict(state, step=state["step"] + 1, generator=generator,
                      discriminator=discriminator)
     return new_state, {**d_metrics, **g_metrics,
-                       "learning_rate": self.schedule(state["step"])}
+                       "learning_rate": self.schedule(state["step"])}, fake_ab
 
   def generator_forward(self, generator: base.TrainState, lightness: jax.Array,
                         dropout_rng: jax.Array):

@@ -1,0 +1,137 @@
+"""Where the ResNet-18 U-Net's encoder gets its pretrained weights.
+
+Papers 001 (section 3.3) and 003 (section 6.5) start the generator's
+down-sampling path from an ImageNet-trained ResNet-18. `config.backbone`:
+
+  source='none'         no pretrained weights: torchvision's random init.
+  source='torchvision'  torchvision's ImageNet ResNet-18 state dict: `path`
+                        is resnet18-f37072fd.pth (reading it needs torch) or
+                        an .npz / .safetensors export of it. Its sha256 is
+                        checked against the 8 hex digits of a torch.hub file
+                        name and against `sha256` (a hex prefix) when given.
+  source='checkpoint'   our own classification pretraining
+                        (configs/resnet18_classify.py): `path` is that run's
+                        workdir (or its checkpoints/ folder); the newest
+                        checkpoint's ResNet-18 is used.
+
+`load_resnet18` returns ResNet18 variables (numpy); the system puts their
+body into the encoder with `torchvision_import.load_encoder_into_unet`,
+which sums an RGB stem over its channels for the one-channel L input. Every
+problem (missing file, sha256 mismatch, names or shapes that do not fit) is
+a ConfigError naming `config.backbone.*`, raised before anything compiles.
+"""
+
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxcolor.configuration import ConfigError
+from jaxcolor.models import torchvision_import
+
+SOURCES = ("none", "torchvision", "checkpoint")
+Variables = dict[str, Any]
+
+
+def check_config(backbone: ml_collections.ConfigDict) -> None:
+  """The fields alone (no file is read)."""
+  source = backbone.get("source", "none")
+  if source not in SOURCES:
+    raise ConfigError(
+        f"config.backbone.source={source!r} is invalid: one of "
+        f"{', '.join(SOURCES)}.")
+  if source != "none" and not backbone.get("path", ""):
+    raise ConfigError(
+        f"config.backbone.path is empty: source={source!r} needs "
+        + ("a weight file (resnet18-f37072fd.pth or an .npz export)"
+           if source == "torchvision" else
+           "the workdir of a configs/resnet18_classify.py run") + ".")
+
+
+def load_resnet18(backbone: ml_collections.ConfigDict) -> Variables | None:
+  """ResNet18 variables {'params', 'batch_stats'} (numpy), or None for 'none'.
+
+  Raises:
+    ConfigError: the file or checkpoint is missing or does not hold a
+      ResNet-18 (the message names the key, the path and the problem).
+  """
+  check_config(backbone)
+  source, path = backbone.get("source", "none"), backbone.get("path", "")
+  if source == "none":
+    return None
+  path = str(pathlib.Path(path).expanduser())
+  if source == "torchvision":
+    return _load_torchvision(path, backbone.get("sha256", "") or None)
+  return read_classifier_checkpoint(path)
+
+
+def _load_torchvision(path: str, sha256_prefix: str | None) -> Variables:
+  try:
+    state_dict = torchvision_import.load_torchvision_resnet18(
+        path, expected_sha256_prefix=sha256_prefix)
+    return torchvision_import.convert_resnet18(state_dict, include_fc=False)
+  except (OSError, ValueError, ImportError) as e:
+    raise ConfigError(f"config.backbone.path={path!r}: {e}") from None
+
+
+def _checkpoint_folder(path: str) -> pathlib.Path:
+  root = pathlib.Path(path)
+  if not root.is_dir():
+    raise ConfigError(
+        f"config.backbone.path={path!r} does not exist: give the workdir of a "
+        "configs/resnet18_classify.py run.")
+  return root / "checkpoints" if (root / "checkpoints").is_dir() else root
+
+
+def read_classifier_checkpoint(path: str) -> Variables:
+  """The ResNet-18 of the newest checkpoint of a classify run.
+
+  Read with the shapes and dtypes stored in the checkpoint itself, onto one
+  local device, so neither the classify run's config nor its device count
+  matters.
+  """
+  import orbax.checkpoint as ocp  # noqa: PLC0415 (only this source needs it)
+  from jaxcolor.systems.classifier import NETWORK  # noqa: PLC0415
+
+  folder = _checkpoint_folder(path)
+  # Orbax renames a checkpoint to its bare step number once it is complete.
+  steps = sorted(int(p.name) for p in folder.iterdir()
+                 if p.name.isdigit() and (p / "state").is_dir())
+  if not steps:
+    raise ConfigError(
+        f"config.backbone.path={path!r}: no checkpoint in {folder}; train "
+        "configs/resnet18_classify.py there first.")
+  item = folder / str(steps[-1]) / "state"
+  checkpointer = ocp.StandardCheckpointer()
+  tree = checkpointer.metadata(item).item_metadata
+  if NETWORK not in tree or "params" not in tree[NETWORK]:
+    raise ConfigError(
+        f"config.backbone.path={path!r}: the checkpoint {item} holds no "
+        f"'{NETWORK}' network ({', '.join(tree)}); is it a "
+        "configs/resnet18_classify.py run?")
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+  state = checkpointer.restore(item, target)
+  checkpointer.close()
+  network = state[NETWORK]
+  return {"params": jax.tree.map(np.asarray, network["params"]),
+          "batch_stats": jax.tree.map(np.asarray,
+                                      network.get("batch_stats") or {})}
+
+
+def into_unet(unet_variables: Variables, resnet: Variables, *,
+              path: str = "") -> Variables:
+  """`load_encoder_into_unet` with its errors as ConfigError.
+
+  Works on real variables and on their `jax.eval_shape` (to check the fit
+  before anything compiles).
+  """
+  try:
+    return torchvision_import.load_encoder_into_unet(unet_variables, resnet)
+  except ValueError as e:
+    raise ConfigError(
+        f"config.backbone.path={path!r} does not fit config.generator: "
+        f"{e}") from None

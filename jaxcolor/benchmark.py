@@ -1,0 +1,277 @@
+r"""Times the real training step, and optionally the host input pipeline.
+
+  python -m jaxcolor.benchmark --config configs/pix2pix.py \
+      --config.image_size=128 --config.generator.num_downsamplings=7
+  python -m jaxcolor.benchmark --config configs/pix2pix.py \
+      --config.compute_dtype=bfloat16 --input_pipeline
+
+The step is the one training runs (`train.jit_train_step`: the system's
+`train_step`, jitted over the device mesh with the state donated), fed a
+synthetic batch already on the devices, so the number is the step's own cost:
+no decoding, no host-to-device copy. It is timed after compilation and
+`--warmup` untimed steps; the reported `step_time_s` is the median over
+`--steps` steps, each waited for. `unsynced_step_time_s` is the mean over the
+same number of steps dispatched back to back (one wait at the end), which is
+how the training loop runs them.
+
+FLOPs come from XLA's cost analysis of the compiled step (per device, times
+the device count); `mfu` divides the achieved rate by the devices' peak dense
+rate for the compute dtype, when the device is in `PEAK_FLOPS`.
+
+`--input_pipeline` also times the host pipeline training reads
+(decode + resize + random crop + flip + batching, `jaxcolor.data`) on
+`config.dataset` and reports images per CPU-second (all threads counted), so
+it can be set against the images per second one host's step consumes.
+
+The LAST line printed is one JSON object with every number; everything else
+goes to the log. Multi-host: set JAXCOLOR_DISTRIBUTED=1 as for training
+(jaxcolor.distributed); every process must run the benchmark.
+"""
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from jaxcolor import distributed  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, optionally with a preset: configs/pix2pix.py.",
+    lock_config=True)
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (the median is reported).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.")
+_INPUT_PIPELINE = flags.DEFINE_bool(
+    "input_pipeline", False, "Also time the host input pipeline on config.dataset.")
+_INPUT_BATCHES = flags.DEFINE_integer(
+    "input_batches", 20, "Batches read when timing the input pipeline.")
+_SKIP_STEP = flags.DEFINE_bool(
+    "skip_step", False, "Time only the input pipeline (with --input_pipeline).")
+
+# Peak dense FLOP/s per device by compute dtype, from the vendors' data
+# sheets. float32 on NVIDIA GPUs: XLA runs float32 convolutions and matmuls on
+# TF32 tensor cores by default, so that is the peak they can reach. TPUs
+# multiply float32 in bfloat16 passes at the default precision.
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H100 PCIe": {"bfloat16": 756e12, "float32": 378e12},
+    "H100": {"bfloat16": 989e12, "float32": 494e12},   # SXM5
+    "H200": {"bfloat16": 989e12, "float32": 494e12},
+    "A100": {"bfloat16": 312e12, "float32": 156e12},
+    "TPU v4": {"bfloat16": 275e12, "float32": 275e12},
+    "TPU v5 lite": {"bfloat16": 197e12, "float32": 197e12},
+    "TPU v5p": {"bfloat16": 459e12, "float32": 459e12},
+    "TPU v6 lite": {"bfloat16": 918e12, "float32": 918e12},
+}
+
+
+def peak_flops(device_kind: str, dtype: str) -> float | None:
+  """Peak dense FLOP/s of one device of `device_kind`, or None if unknown.
+
+  The most specific (longest) matching name wins: 'H100 PCIe' before 'H100'.
+  """
+  for name in sorted(PEAK_FLOPS, key=len, reverse=True):
+    if name.lower() in device_kind.lower():
+      return PEAK_FLOPS[name].get(dtype)
+  return None
+
+
+def synthetic_batch(config: ml_collections.ConfigDict, seed: int = 0
+                    ) -> dict[str, np.ndarray]:
+  """This process's share of a global batch: smooth random colour fields.
+
+  Photos-like enough (not white noise) that nothing in the step is degenerate;
+  the step's cost does not depend on the pixel values.
+  """
+  local_batch = config.batch_size // jax.process_count()
+  size = config.image_size
+  rng = np.random.default_rng(seed + jax.process_index())
+  block = max(size // 8, 1)
+  low = rng.integers(0, 256, (local_batch, -(-size // block), -(-size // block), 3))
+  image = np.kron(low, np.ones((1, block, block, 1)))[:, :size, :size]
+  return {"image": image.astype(np.uint8)}
+
+
+def _cost(compiled) -> dict[str, float]:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # Older JAX: one dict per program.
+    cost = cost[0] if cost else {}
+  return cost or {}
+
+
+def _memory() -> dict[str, Any]:
+  """Peak device memory where the backend reports it, and the host's RSS."""
+  out: dict[str, Any] = {
+      "host_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+  stats = jax.local_devices()[0].memory_stats()
+  if stats:
+    for key in ("peak_bytes_in_use", "bytes_in_use", "bytes_limit"):
+      if key in stats:
+        out[f"device_{key}"] = int(stats[key])
+  return out
+
+
+def time_train_step(config: ml_collections.ConfigDict, *, steps: int,
+                    warmup: int) -> dict[str, Any]:
+  """Compiles and times the training step of `config` on all devices."""
+  from jaxcolor import configuration  # noqa: PLC0415
+  from jaxcolor import parallel  # noqa: PLC0415
+  from jaxcolor import systems  # noqa: PLC0415
+  from jaxcolor import train  # noqa: PLC0415
+
+  system = systems.create(config)
+  configuration.validate(config, device_count=jax.device_count(),
+                         process_count=jax.process_count(),
+                         extra_fields=system.config_fields)
+  system.validate()
+  mesh = parallel.make_mesh()
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  abstract_state = jax.eval_shape(system.init, init_rng)
+  step, state_sharding = train.jit_train_step(system, mesh, abstract_state)
+
+  start = time.perf_counter()
+  state = jax.block_until_ready(train.init_state(system, state_sharding, init_rng))
+  init_s = time.perf_counter() - start
+  step_rng = parallel.replicate(step_rng, mesh)
+  batches = [parallel.global_batch(synthetic_batch(config, seed), mesh)
+             for seed in range(2)]
+
+  start = time.perf_counter()
+  compiled = step.lower(state, batches[0], step_rng).compile()
+  compile_s = time.perf_counter() - start
+  cost = _cost(compiled)
+
+  for i in range(warmup):
+    state, metrics = compiled(state, batches[i % 2], step_rng)
+  jax.block_until_ready((state, metrics) if warmup else state)
+
+  times, cpu = [], time.process_time()
+  for i in range(steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, batches[i % 2], step_rng)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - start)
+  cpu = (time.process_time() - cpu) / steps
+  start = time.perf_counter()
+  for i in range(steps):
+    state, metrics = compiled(state, batches[i % 2], step_rng)
+  jax.block_until_ready((state, metrics))
+  unsynced = (time.perf_counter() - start) / steps
+  finite = all(np.isfinite(v) for v in jax.device_get(metrics).values())
+
+  step_time = statistics.median(times)
+  device = jax.devices()[0]
+  flops = cost.get("flops")
+  # The compiled program is one device's part of the SPMD computation.
+  flops_per_step = flops * jax.device_count() if flops else None
+  achieved = flops_per_step / step_time if flops_per_step else None
+  peak = peak_flops(device.device_kind, config.compute_dtype)
+  return {
+      "step_time_s": step_time,
+      "step_time_min_s": min(times),
+      "step_time_max_s": max(times),
+      "unsynced_step_time_s": unsynced,
+      "step_cpu_time_s": cpu,
+      "images_per_s": config.batch_size / step_time,
+      "compile_s": compile_s,
+      "init_s": init_s,
+      "flops_per_step": flops_per_step,
+      "tflops_per_s": achieved / 1e12 if achieved else None,
+      "peak_tflops_per_s_per_device": peak / 1e12 if peak else None,
+      "mfu": achieved / (peak * jax.device_count()) if achieved and peak else None,
+      "bytes_accessed_per_step": (cost["bytes accessed"] * jax.device_count()
+                                  if "bytes accessed" in cost else None),
+      "losses_finite": bool(finite),
+      "timed_steps": steps,
+      **_memory(),
+  }
+
+
+def time_input_pipeline(config: ml_collections.ConfigDict, *,
+                        num_batches: int) -> dict[str, Any]:
+  """Host pipeline throughput on `config.dataset`: wall and per CPU-second.
+
+  CPU time is the whole process's (every decoding thread), measured with
+  worker_count=0 so no work hides in child processes; one warm-up batch
+  first (thread start-up, file cache).
+  """
+  from jaxcolor import data  # noqa: PLC0415
+  iterator = data.create_train_iterator(
+      config.dataset, image_size=config.image_size,
+      global_batch_size=config.batch_size, seed=config.seed,
+      data_dir=config.data_dir or None, worker_count=0)
+  local_batch = next(iterator)["image"].shape[0]
+  wall, cpu = time.perf_counter(), time.process_time()
+  for _ in range(num_batches):
+    next(iterator)
+  wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+  images = num_batches * local_batch
+  return {"input_images": images,
+          "input_images_per_s": images / wall,
+          "input_images_per_cpu_s": images / cpu,
+          "input_dataset": config.dataset}
+
+
+def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
+        input_pipeline: bool, input_batches: int, skip_step: bool = False
+        ) -> dict[str, Any]:
+  """Every measurement, with the facts needed to read it."""
+  device = jax.devices()[0]
+  result: dict[str, Any] = {
+      "system": config.system,
+      "image_size": config.image_size,
+      "global_batch_size": config.batch_size,
+      "compute_dtype": config.compute_dtype,
+      "device_kind": device.device_kind,
+      "platform": device.platform,
+      "device_count": jax.device_count(),
+      "process_count": jax.process_count(),
+      "host_cpu_count": os.cpu_count(),
+      "jax_version": jax.__version__,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "python": platform.python_version(),
+  }
+  if hasattr(os, "getloadavg"):
+    result["load_average_before"] = round(os.getloadavg()[0], 2)
+  if not skip_step:
+    result.update(time_train_step(config, steps=steps, warmup=warmup))
+  if input_pipeline:
+    result.update(time_input_pipeline(config, num_batches=input_batches))
+    if not skip_step:
+      # What one host's share of the step consumes, in host cores.
+      per_host = result["images_per_s"] / jax.process_count()
+      result["input_cores_needed"] = per_host / result["input_images_per_cpu_s"]
+  if hasattr(os, "getloadavg"):
+    result["load_average_after"] = round(os.getloadavg()[0], 2)
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  distributed.initialize()
+  config = _CONFIG.value
+  result = run(config, steps=_STEPS.value, warmup=_WARMUP.value,
+               input_pipeline=_INPUT_PIPELINE.value,
+               input_batches=_INPUT_BATCHES.value, skip_step=_SKIP_STEP.value)
+  for key, value in result.items():
+    logging.info("%s: %s", key, value)
+  print(json.dumps(result), flush=True)
+  sys.stdout.flush()
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

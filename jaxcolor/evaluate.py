@@ -1,0 +1,193 @@
+"""Evaluation runs: score a run's saved checkpoints; never train.
+
+  python -m jaxcolor.main --config configs/default.py --workdir runs/default \\
+      --mode=evaluate [--config.evaluation.checkpoints=all|latest|5000,10000] \\
+      [--config.eval_dataset=folder:/photos] [--config.num_eval_images=0] \\
+      [--config.evaluation.fid_weights=pt_inception-2015-12-05-6726825d.pth]
+
+For each chosen checkpoint of WORKDIR/checkpoints (the state only; the data
+iterator is not read) this writes
+
+  WORKDIR/eval/<step>.json         every metric, the dataset, the image count
+  WORKDIR/eval/<step>/index.html   metric table; gray | prediction | truth
+  WORKDIR/eval/events.out.*        the scalars for TensorBoard (run 'eval')
+
+The split is the config's evaluation split (`eval_dataset`, else that of
+`dataset`), its first `num_eval_images` images (0: all). A training run's own
+periodic evaluations write the same JSON names; an evaluation run replaces
+them with its fuller results. Metric definitions: docs/metrics.md.
+"""
+
+import json
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from etils import epath
+
+from jaxcolor import checkpointing
+from jaxcolor import configuration
+from jaxcolor import evaluation
+from jaxcolor import fid as fid_lib
+from jaxcolor import metrics as metrics_lib
+from jaxcolor import parallel
+from jaxcolor import report
+from jaxcolor import systems
+
+# Shown in the log summary, in this order (the JSON has everything).
+_SUMMARY = ("psnr", "ssim", "pixel_accuracy", "raw_accuracy_auc", "ab_mse",
+            "ab_mae", "colorfulness", "fid")
+
+
+class NoCheckpointError(configuration.ConfigError):
+  """The workdir has no checkpoint, or not at a requested step."""
+
+
+def select_steps(spec: str, available: list[int]) -> list[int]:
+  """The checkpoint steps `config.evaluation.checkpoints` names.
+
+  Args:
+    spec: 'latest', 'all', or comma-separated steps ('5000,10000').
+    available: the steps saved in the run.
+
+  Raises:
+    NoCheckpointError: no checkpoint, or a named step that was not saved
+      (the message lists those that were).
+  """
+  if not available:
+    raise NoCheckpointError("No checkpoint to evaluate.")
+  spec = str(spec).replace(" ", "")
+  if spec == "latest":
+    return [max(available)]
+  if spec == "all":
+    return sorted(available)
+  steps = [int(part) for part in spec.split(",")]
+  absent = [s for s in steps if s not in available]
+  if absent:
+    raise NoCheckpointError(
+        f"No checkpoint at step(s) {', '.join(map(str, absent))}; saved "
+        f"steps: {', '.join(map(str, sorted(available)))}.")
+  return steps
+
+
+def _fid_accumulator(config: ml_collections.ConfigDict, mesh):
+  """The FID accumulator, or None (with the reason logged) without weights."""
+  path = config.evaluation.fid_weights
+  if not path:
+    logging.warning("%s", fid_lib.missing_weights_message())
+    return None
+  if not epath.Path(path).exists():
+    raise configuration.ConfigError(
+        f"config.evaluation.fid_weights={path!r}: no such file; download "
+        f"{fid_lib.WEIGHTS_URL}, or set '' to evaluate without FID.")
+  variables = fid_lib.load_weights(path)
+  logging.info("FID: Inception weights %s (sha256 verified).", path)
+  return fid_lib.FIDAccumulator(fid_lib.InceptionFeatures(variables, mesh))
+
+
+def _image_captions(images: dict[str, np.ndarray]) -> list[str]:
+  """'PSNR 23.4 dB (gray 21.0)' for each report row."""
+  if not {"prediction", "truth", "gray"} <= set(images):
+    return []
+  truth = images["truth"] / 255.0
+  psnr = np.asarray(metrics_lib.psnr(images["prediction"] / 255.0, truth))
+  gray = np.asarray(metrics_lib.psnr(images["gray"] / 255.0, truth))
+  return [f"PSNR {p:.1f} dB (gray {g:.1f})" for p, g in zip(psnr, gray)]
+
+
+def _write_results(eval_dir: epath.Path, step: int, checkpoint: epath.Path,
+                   means: dict[str, Any], images: dict[str, np.ndarray], *,
+                   title: str) -> None:
+  """eval/<step>.json and the report eval/<step>/index.html."""
+  eval_dir.mkdir(parents=True, exist_ok=True)
+  record = {"step": step, "checkpoint": str(checkpoint), **means}
+  (eval_dir / f"{step}.json").write_text(json.dumps(record, indent=2))
+  page = report.write_report(eval_dir / str(step), record, images, title=title,
+                             captions=_image_captions(images))
+  logging.info("Report: %s", page)
+
+
+def evaluate_checkpoints(config: ml_collections.ConfigDict,
+                         workdir: str) -> dict[int, dict[str, Any]]:
+  """Evaluates the checkpoints of `workdir` chosen by the config.
+
+  Returns:
+    {step: metrics} as written to WORKDIR/eval/<step>.json.
+
+  Raises:
+    ConfigError: an invalid config (before anything compiles).
+    NoCheckpointError: no checkpoints, or a requested step is missing.
+  """
+  from clu import metric_writers  # noqa: PLC0415 (TensorFlow import is slow)
+  from jaxcolor import data as input_pipeline  # noqa: PLC0415
+
+  system = systems.create(config)
+  configuration.validate(config, device_count=jax.device_count(),
+                         process_count=jax.process_count(),
+                         extra_fields=system.config_fields)
+  system.validate()
+  workdir = epath.Path(workdir)
+  checkpoint_dir = workdir / "checkpoints"
+  if not checkpoint_dir.is_dir():
+    raise NoCheckpointError(
+        f"No checkpoints in {workdir}: {checkpoint_dir} does not exist.")
+  checkpointer = checkpointing.Checkpointer(
+      checkpoint_dir, keep=config.keep_checkpoints, asynchronous=False)
+  steps = select_steps(config.evaluation.checkpoints, checkpointer.all_steps())
+
+  mesh = parallel.make_mesh()
+  abstract_state = jax.eval_shape(system.init, jax.random.key(config.seed))
+  state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh),
+                                abstract_state)
+  target = checkpointing.abstract_with_shardings(abstract_state, state_sharding)
+  colorizes = getattr(system, "colorizes", True)
+  fid = _fid_accumulator(config, mesh) if colorizes else None
+  evaluator = evaluation.Evaluator(system, mesh, state_sharding, fid=fid)
+  dataset = config.eval_dataset or config.dataset
+  num_images = config.num_eval_images if config.num_eval_images > 0 else None
+  is_primary = jax.process_index() == 0
+  eval_dir = workdir / "eval"
+  writer = metric_writers.create_default_writer(
+      str(eval_dir), just_logging=not is_primary, asynchronous=False)
+
+  results = {}
+  for step in steps:
+    logging.info("Evaluating the checkpoint at step %d of %s on %s.", step,
+                 checkpoint_dir, dataset)
+    try:
+      state = checkpointer.restore(step, target)
+    except (ValueError, KeyError, TypeError) as e:
+      # Orbax lists every mismatched variable; the first says enough.
+      detail = " ".join(line.strip() for line in str(e).splitlines()[:2])
+      raise configuration.ConfigError(
+          f"The checkpoint at step {step} does not fit this config's "
+          f"networks (is --config the run's? compare {workdir / 'config.json'}): "
+          f"{detail}") from e
+    batches = input_pipeline.create_eval_batches(
+        dataset, image_size=config.image_size,
+        batch_size=config.eval_batch_size, num_images=num_images,
+        data_dir=config.data_dir or None)
+    start = time.perf_counter()
+    means, images = evaluator.evaluate(
+        state, batches, num_grid_images=config.evaluation.num_report_images)
+    means["eval_seconds"] = time.perf_counter() - start
+    means["dataset"] = dataset
+    means["image_size"] = config.image_size
+    if fid is None and colorizes:
+      means["fid_skipped"] = fid_lib.missing_weights_message()
+    results[step] = means
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in means.items()
+                                if isinstance(v, (int, float))})
+    if is_primary:
+      _write_results(eval_dir, step, checkpoint_dir / str(step), means, images,
+                     title=f"{config.system}: step {step} on {dataset}")
+    logging.info("step %d: %s", step, ", ".join(
+        f"{k}={means[k]:.4g} (gray {means.get('gray_' + k, float('nan')):.4g})"
+        for k in _SUMMARY if k in means))
+  writer.flush()
+  writer.close()
+  checkpointer.close()
+  return results

@@ -1,0 +1,156 @@
+"""Classification pretraining of the ResNet-18 backbone (papers 001, 003).
+
+Paper 003 (section 6.5) pretrains "the backbone of the generator, which
+corresponds to the down sampling path ... using a classification model on the
+ImageNet dataset" before the U-Net sees a colour; paper 001 (section 3.3)
+starts from the same ImageNet ResNet-18. This system is that first stage done
+by the codebase itself: ResNet-18 (`config.classifier`, models/resnet.py)
+trained with softmax cross-entropy, SGD with momentum, weight decay and a
+cosine schedule. Its checkpoint is read back as the U-Net's encoder by
+`config.backbone.source = 'checkpoint'` (jaxcolor/backbone.py).
+
+Input. `classifier.input_channels = 1` (the configs' choice) trains on what
+the colorizer's encoder will see: lightness as L / 50 - 1 in [-1, 1], from
+the same Lab conversion, so the encoder needs no adaptation and learns
+features of gray images, the only ones it is ever given. 3 is the standard
+recipe's RGB, scaled to [-1, 1] (x / 127.5 - 1, the range of L / 50 - 1);
+the U-Net import then sums the stem over its channels, which is exact on
+gray images replicated to RGB.
+
+Optimiser: `config.optimizer.name = 'sgd'` (jaxcolor/optimizers.py), the
+standard ImageNet recipe: momentum 0.9, learning rate 0.1 x batch / 256,
+weight decay 1e-4 on the kernels, cosine decay after an optional warm-up.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxcolor import color
+from jaxcolor import configuration
+from jaxcolor import optimizers
+from jaxcolor.systems import base
+
+# The state key of the network; jaxcolor/backbone.py reads it back.
+NETWORK = "classifier"
+INPUT_CHANNELS = (1, 3)
+
+
+class Classifier(base.System):
+  """A ResNet-18 (`config.classifier`) on labelled images ('label' in batch)."""
+  networks = (NETWORK,)
+  config_fields = ("classifier",)
+  colorizes = False
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    self.network = base.build_network(config.classifier, self.compute_dtype,
+                                      "classifier")
+    self.input_channels = config.classifier.get("input_channels", 3)
+    self.num_classes = config.classifier.get("num_classes", 1000)
+    self.tx, self.schedule = optimizers.create(config.optimizer,
+                                               config.num_train_steps)
+
+  # -- set-up -----------------------------------------------------------------
+
+  def validate(self) -> None:
+    if self.config.optimizer.get("name", "adam") != "sgd":
+      raise configuration.ConfigError(
+          f"config.optimizer.name={self.config.optimizer.get('name', 'adam')!r}"
+          " is invalid for the classify system: 'sgd' (the ImageNet recipe; "
+          "see configs/resnet18_classify.py).")
+    if self.input_channels not in INPUT_CHANNELS:
+      raise configuration.ConfigError(
+          f"config.classifier.input_channels={self.input_channels!r} is "
+          "invalid: 1 (lightness) or 3 (RGB).")
+    try:
+      jax.eval_shape(self.init, jax.random.key(0))
+    except (ValueError, TypeError) as e:
+      raise configuration.ConfigError(
+          f"config.classifier / image_size={self.config.image_size}: the "
+          f"network cannot take it: {e}") from None
+    self._check_labels()
+
+  def _check_labels(self) -> None:
+    """The datasets must have labels, as many classes as the classifier."""
+    from jaxcolor import data  # noqa: PLC0415 (data libraries stay out of the step)
+    for key in ("dataset", "eval_dataset"):
+      name = self.config[key]
+      if not name:
+        continue
+      try:
+        info = data.describe(name, self.config.data_dir or None)
+      except (OSError, ValueError):
+        continue  # Missing or unprepared: the input pipeline reports it.
+      if not info["has_labels"]:
+        raise configuration.ConfigError(
+            f"config.{key}={name!r} has no labels: the classify system needs "
+            "a labelled dataset (a TFDS classification dataset, or a folder "
+            "laid out as train/<class>/*.jpg + test/<class>/*.jpg).")
+      if info["num_classes"] != self.num_classes:
+        raise configuration.ConfigError(
+            f"config.classifier.num_classes={self.num_classes} but "
+            f"config.{key}={name!r} has {info['num_classes']} classes.")
+
+  def init(self, rng: jax.Array) -> base.State:
+    size = self.config.image_size
+    example = jnp.zeros((1, size, size, self.input_channels), jnp.float32)
+    return {"step": jnp.zeros((), jnp.int32),
+            NETWORK: base.create_train_state(self.network, self.tx, rng,
+                                             example)}
+
+  # -- the step ---------------------------------------------------------------
+
+  def network_input(self, image: jax.Array) -> jax.Array:
+    """uint8 RGB [B, H, W, 3] -> L / 50 - 1 [B, H, W, 1] or RGB in [-1, 1]."""
+    if self.input_channels == 1:
+      lightness, _ = color.split_lab(image)
+      return lightness.astype(self.compute_dtype)
+    return (image.astype(jnp.float32) / 127.5 - 1.0).astype(self.compute_dtype)
+
+  def train_step(self, state, batch, rng):
+    del rng  # ResNet-18 has no dropout; the crops and flips are on the host.
+    classifier = state[NETWORK]
+    x = self.network_input(batch["image"])
+    labels = batch["label"]
+
+    def loss_fn(params):
+      logits, batch_stats = base.apply_train(classifier, params, x)
+      logits = logits.astype(jnp.float32)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      return jnp.mean(loss), (batch_stats, logits)
+
+    (loss, (batch_stats, logits)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(classifier.params)
+    classifier = classifier.apply_gradients(grads=grads,
+                                            batch_stats=batch_stats)
+    return dict(state, step=state["step"] + 1, **{NETWORK: classifier}), {
+        "classifier_loss": loss,
+        "train_top1_accuracy": jnp.mean(
+            (jnp.argmax(logits, -1) == labels).astype(jnp.float32)),
+        "classifier_grad_norm": base.grad_norm(grads),
+        "learning_rate": self.schedule(state["step"]),
+    }
+
+  # -- evaluation -------------------------------------------------------------
+
+  def logits(self, state: base.State, image: jax.Array) -> jax.Array:
+    """Inference: uint8 RGB [B, H, W, 3] -> float32 logits [B, num_classes]."""
+    logits = base.apply_eval(state[NETWORK], self.network_input(image))
+    return logits.astype(jnp.float32)
+
+  def eval_metrics(self, state, batch):
+    logits = self.logits(state, batch["image"])
+    labels = batch["label"]
+    return {
+        "top1_accuracy": (jnp.argmax(logits, -1) == labels).astype(jnp.float32),
+        "cross_entropy": optax.softmax_cross_entropy_with_integer_labels(
+            logits, labels),
+    }
+
+  def colorize(self, state, lightness):
+    raise NotImplementedError(
+        "The classify system does not colorize: it pretrains the ResNet-18 "
+        "backbone of the ResNet-18 U-Net (configs/resnet18_unet.py, "
+        "config.backbone.source='checkpoint').")

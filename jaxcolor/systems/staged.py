@@ -1,0 +1,192 @@
+"""Staged training of the ResNet-18 U-Net: L1 pretraining, then the GAN.
+
+Paper 003 (section 6.5), after the super-resolution practice it cites: "the
+entire generator is pretrained specifically for the colorization task using
+L1 loss ... Once this pretraining stage is completed, the training progresses
+to incorporate the combined adversarial and L1 loss"; paper 001 (section 3.3)
+likewise trains the ResNet-18 generator "without connecting the
+discriminator part" first. One run does both stages:
+
+  stage 'pretrain'     steps [0, stages.pretrain_steps): G alone,
+                       |G(L) - ab|_1, Adam (`stages.pretrain_optimizer`).
+  stage 'adversarial'  the next stages.adversarial_steps steps: the pix2pix
+                       step (systems/pix2pix.py: update D, then G on
+                       gan + lambda * L1), Adam (`config.optimizer`).
+
+The stage is a function of the step count (`phase`), which the checkpoint
+stores with the state, so a run stopped in either stage resumes in it exactly;
+`state['stage']` also records the stage of the last step taken (0 or 1), so a
+checkpoint says by itself which stage it is in. The training loop jits one
+step per stage (`phase_train_step`) and compiles the second when it gets
+there. Metrics are named per stage: 'pretrain/generator_l1_loss',
+'adversarial/discriminator_loss', ...
+
+Optimiser at the switch: stage 2 starts G's Adam afresh (zero moments, its
+own rate and betas, its schedule counted from the stage's first step), as
+paper 003 does by loading the pretrained generator's weights into a new GAN
+model; the pretraining optimiser's state stays in the checkpoint unused. D is
+first updated in stage 2 and starts there from its initialisation. G's
+batch-norm running statistics carry over.
+
+The encoder can start from pretrained ResNet-18 weights (`config.backbone`,
+jaxcolor/backbone.py): torchvision's ImageNet file or our own classification
+run; they are put into a fresh run's initial state (`load_pretrained`).
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxcolor import backbone
+from jaxcolor import configuration
+from jaxcolor import losses
+from jaxcolor import optimizers
+from jaxcolor.systems import base
+from jaxcolor.systems import pix2pix
+
+PRETRAIN = "pretrain"
+ADVERSARIAL = "adversarial"
+STAGES = (PRETRAIN, ADVERSARIAL)
+PRETRAIN_OPT_STATE = "generator_pretrain_opt_state"
+
+
+class StagedPix2Pix(pix2pix.Pix2Pix):
+  """A generator pretrained with L1, then trained as pix2pix with D."""
+  config_fields = ("stages", "backbone")
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    stages = config.stages
+    self.pretrain_steps = stages.pretrain_steps
+    self.adversarial_steps = stages.adversarial_steps
+    # Each stage's schedule runs over the stage's own steps, counted from its
+    # first one (by its Adam's count), whatever num_train_steps says.
+    self.pretrain_tx, self.pretrain_schedule = optimizers.adam(
+        stages.pretrain_optimizer, self.pretrain_steps)
+    self.tx, self.schedule = optimizers.create(config.optimizer,
+                                               self.adversarial_steps)
+    self.backbone_config = config.get("backbone", ml_collections.ConfigDict(
+        {"source": "none"}))
+    self._backbone = None
+
+  # -- set-up -----------------------------------------------------------------
+
+  def validate(self) -> None:
+    self._check_stages()
+    super().validate()
+    self._load_backbone()
+
+  def _check_stages(self) -> None:
+    config, stages = self.config, self.config.stages
+    for key in ("pretrain_steps", "adversarial_steps"):
+      value = stages[key]
+      if not (isinstance(value, int) and value >= 0):
+        raise configuration.ConfigError(
+            f"config.stages.{key}={value!r} is invalid: a non-negative "
+            "integer.")
+    total = self.pretrain_steps + self.adversarial_steps
+    if config.num_train_steps > total:
+      raise configuration.ConfigError(
+          f"config.num_train_steps={config.num_train_steps} is invalid: at "
+          f"most stages.pretrain_steps + stages.adversarial_steps = {total} "
+          "(fewer stops the run early; it resumes where it stopped).")
+    if config.optimizer.decay_steps > self.adversarial_steps:
+      raise configuration.ConfigError(
+          f"config.optimizer.decay_steps={config.optimizer.decay_steps} is "
+          f"invalid: the adversarial stage has "
+          f"stages.adversarial_steps={self.adversarial_steps} steps.")
+    opt = stages.pretrain_optimizer
+    if not opt.learning_rate > 0 or not (0 <= opt.b1 < 1 and 0 <= opt.b2 < 1):
+      raise configuration.ConfigError(
+          "config.stages.pretrain_optimizer="
+          f"{dict(learning_rate=opt.learning_rate, b1=opt.b1, b2=opt.b2)} is "
+          "invalid: a positive learning_rate and b1, b2 in [0, 1).")
+    if not 0 <= opt.decay_steps <= self.pretrain_steps:
+      raise configuration.ConfigError(
+          f"config.stages.pretrain_optimizer.decay_steps={opt.decay_steps} is "
+          f"invalid: between 0 and stages.pretrain_steps={self.pretrain_steps}.")
+
+  def _load_backbone(self) -> None:
+    """Reads the pretrained weights now and checks they fit the encoder."""
+    self._backbone = backbone.load_resnet18(self.backbone_config)
+    if self._backbone is None:
+      return
+    size = self.config.image_size
+    abstract = jax.eval_shape(
+        lambda: self.generator.init(
+            jax.random.key(0), jnp.zeros((1, size, size, 1), jnp.float32),
+            train=False))
+    backbone.into_unet(abstract, self._backbone,
+                       path=self.backbone_config.get("path", ""))
+
+  def init(self, rng: jax.Array) -> base.State:
+    state = super().init(rng)
+    state["stage"] = jnp.zeros((), jnp.int32)
+    state[PRETRAIN_OPT_STATE] = self.pretrain_tx.init(state["generator"].params)
+    return state
+
+  def load_pretrained(self, state: base.State) -> base.State:
+    if self._backbone is None:
+      return state
+    generator = state["generator"]
+    variables = jax.device_get({"params": generator.params,
+                                "batch_stats": generator.batch_stats})
+    variables = backbone.into_unet(variables, self._backbone,
+                                   path=self.backbone_config.get("path", ""))
+    return dict(state, generator=generator.replace(
+        params=variables["params"], batch_stats=variables["batch_stats"]))
+
+  # -- the stages -------------------------------------------------------------
+
+  def phase(self, step: int) -> str:
+    return PRETRAIN if step < self.pretrain_steps else ADVERSARIAL
+
+  def phase_train_step(self, phase: str):
+    steps = {PRETRAIN: self.pretrain_step, ADVERSARIAL: self.gan_step}
+    if phase not in steps:
+      raise ValueError(f"Unknown stage {phase!r}; stages: {', '.join(STAGES)}.")
+    return steps[phase]
+
+  def train_step(self, state, batch, rng):
+    """Not one function: each stage has its own (`phase_train_step`)."""
+    raise NotImplementedError(
+        "StagedPix2Pix trains with one step function per stage: call "
+        "phase_train_step(phase(step)), as jaxcolor/train.py does.")
+
+  def pretrain_step(self, state, batch, rng):
+    """Stage 1: one Adam step of G on the L1 loss alone (D untouched)."""
+    lightness, ab = self.lab_pair(batch)
+    generator = state["generator"]
+    fake_ab, pullback, batch_stats = self.generator_forward(
+        generator, lightness, base.step_rng(rng, state["step"]))
+    l1, fake_grad = jax.value_and_grad(losses.l1_loss)(fake_ab, ab)
+    (grads,) = pullback(fake_grad)
+    updates, opt_state = self.pretrain_tx.update(
+        grads, state[PRETRAIN_OPT_STATE], generator.params)
+    generator = generator.replace(
+        step=generator.step + 1,
+        params=optax.apply_updates(generator.params, updates),
+        batch_stats=batch_stats)
+
+    new_state = dict(state, step=state["step"] + 1, generator=generator,
+                     stage=jnp.asarray(0, jnp.int32),
+                     **{PRETRAIN_OPT_STATE: opt_state})
+    return new_state, _prefixed(PRETRAIN, {
+        "generator_l1_loss": l1,
+        "generator_grad_norm": base.grad_norm(grads),
+        "learning_rate": self.pretrain_schedule(state["step"]),
+    })
+
+  def gan_step(self, state, batch, rng):
+    """Stage 2: the pix2pix step (update D, then G; `Pix2Pix.adversarial_step`)."""
+    lightness, ab = self.lab_pair(batch)
+    new_state, metrics, _ = self.adversarial_step(state, lightness, ab, rng)
+    new_state["stage"] = jnp.asarray(1, jnp.int32)
+    # The schedule counts the stage's own steps (as G's and D's Adam do).
+    metrics["learning_rate"] = self.schedule(state["step"] - self.pretrain_steps)
+    return new_state, _prefixed(ADVERSARIAL, metrics)
+
+
+def _prefixed(stage: str, metrics: base.Metrics) -> base.Metrics:
+  return {f"{stage}/{name}": value for name, value in metrics.items()}

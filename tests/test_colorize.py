@@ -1,0 +1,141 @@
+"""Colorizing files and arrays of any size and format with a run's checkpoint."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import color as skcolor
+
+import helpers
+from jaxcolor import colorize
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  run = tmp_path_factory.mktemp("colorize") / "run"
+  helpers.make_checkpoint(helpers.load_config("configs/pix2pix.py"), run,
+                          steps=(3, 6))
+  return run
+
+
+@pytest.fixture(scope="module")
+def colorizer(run_dir):
+  return colorize.Colorizer.from_workdir(run_dir, batch_size=4)
+
+
+def _photo(width: int = 72, height: int = 48) -> Image.Image:
+  path = helpers.REPO / "jaxcolor" / "sample_data" / "eval" / "bsds_test_140006.jpg"
+  return Image.open(path).convert("RGB").resize((width, height))
+
+
+def _write_inputs(root) -> dict[str, tuple[int, int]]:
+  """Mixed formats; returns {output name: expected (width, height)}."""
+  photo = _photo()
+  (root / "album" / "deeper").mkdir(parents=True)
+  photo.save(root / "colour.jpg", quality=95)
+  photo.convert("L").save(root / "album" / "gray.png")
+  photo.convert("RGBA").resize((37, 23)).save(root / "album" / "rgba.png")
+  photo.convert("P").save(root / "album" / "deeper" / "palette.png")
+  photo.convert("CMYK").save(root / "album" / "cmyk.jpg")
+  sixteen = np.asarray(photo.convert("L")).astype(np.uint16) * 257
+  Image.fromarray(sixteen).save(root / "album" / "gray16.png")
+  assert Image.open(root / "album" / "gray16.png").mode.startswith("I;16")
+  rotated = photo.resize((30, 20))
+  exif = rotated.getexif()
+  exif[0x0112] = 6  # Rotate 90 degrees clockwise to display.
+  rotated.save(root / "album" / "rotated.jpg", exif=exif)
+  photo.save(root / "album" / "colour.png")  # Same stem as colour.jpg.
+  (root / "album" / "notes.txt").write_text("not an image")
+  return {"colour_jpg": (72, 48), "colour_png": (72, 48), "gray": (72, 48),
+          "rgba": (37, 23), "deeper/palette": (72, 48), "cmyk": (72, 48),
+          "gray16": (72, 48), "rotated": (20, 30)}
+
+
+def test_mixed_formats_keep_their_size_and_name(colorizer, tmp_path):
+  expected = _write_inputs(tmp_path / "in")
+  (tmp_path / "in" / "album" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+  summary = colorize.colorize_files(
+      colorizer, [str(tmp_path / "in" / "colour.jpg"), str(tmp_path / "in" / "album")],
+      str(tmp_path / "out"), progress=False)
+  assert list(summary["failed"]) == [str(tmp_path / "in" / "album" / "broken.jpg")]
+  written = sorted(p.relative_to(tmp_path / "out").with_suffix("").as_posix()
+                   for p in (tmp_path / "out").rglob("*.png"))
+  assert written == sorted(expected)
+  for name, size in expected.items():
+    image = Image.open(tmp_path / "out" / f"{name}.png")
+    assert image.mode == "RGB" and image.size == size, name
+
+
+def test_lightness_is_the_inputs_at_full_resolution(colorizer):
+  photo = np.asarray(_photo(203, 131))  # Not the model's 32 x 32, not square.
+  out = colorizer.colorize(photo)
+  assert out.shape == photo.shape and out.dtype == np.uint8
+  lightness_in = skcolor.rgb2lab(photo / 255.0)[..., 0]
+  lightness_out = skcolor.rgb2lab(out / 255.0)[..., 0]
+  # 8-bit rounding of the output moves L* by well under one unit.
+  assert np.abs(lightness_out - lightness_in).mean() < 0.5
+  assert np.abs(lightness_out - lightness_in).max() < 3.0
+
+
+def test_predicted_ab_is_upsampled_and_joined_to_full_resolution_lightness():
+  photo = _photo(90, 61)
+  ab = np.zeros((32, 32, 2), np.float32)
+  ab[..., 0], ab[..., 1] = 12.0, -8.0        # A uniform cast.
+  ab[:, 16:, 0] = -12.0                      # The right half another.
+  rgb = colorize._recombine(photo, ab)
+  assert rgb.shape == (61, 90, 3)
+  lab_in = skcolor.rgb2lab(np.asarray(photo) / 255.0)
+  lab = skcolor.rgb2lab(rgb / 255.0)
+  in_gamut = (lab_in[..., 0] > 15) & (lab_in[..., 0] < 85)
+  left, right = in_gamut.copy(), in_gamut.copy()
+  left[:, 40:], right[:, :50] = False, False
+  np.testing.assert_allclose(np.median(lab[left][:, 1:], axis=0), [12, -8], atol=1.5)
+  np.testing.assert_allclose(np.median(lab[right][:, 1:], axis=0), [-12, -8], atol=1.5)
+  np.testing.assert_allclose(lab[in_gamut][:, 0], lab_in[in_gamut][:, 0], atol=1.0)
+
+
+def test_arrays_of_every_kind_and_colour_reduced_to_lightness(colorizer):
+  photo = np.asarray(_photo(64, 40))
+  lab = skcolor.rgb2lab(photo / 255.0)
+  lab[..., 1:] = 0
+  gray_rgb = np.round(skcolor.lab2rgb(lab) * 255).astype(np.uint8)
+  gray = gray_rgb[..., 0]
+  rgba = np.concatenate([photo, np.full(photo.shape[:2] + (1,), 255, np.uint8)], -1)
+  outputs = colorizer.colorize_batch([
+      photo, gray, gray[..., None], gray.astype(np.uint16) * 257,
+      gray / 255.0, gray_rgb, rgba, Image.fromarray(photo)])
+  assert all(o.shape == (40, 64, 3) and o.dtype == np.uint8 for o in outputs)
+  from_colour, from_gray = outputs[0].astype(int), outputs[1].astype(int)
+  # A colour photo is colorized from its L* alone: as its gray version.
+  assert np.abs(from_colour - from_gray).mean() < 1.5
+  for other in outputs[2:5]:  # The same gray as [H, W, 1], uint16, float.
+    np.testing.assert_array_equal(other, outputs[1])
+  # Its RGB version: channels equal up to the rounding of lab2rgb.
+  assert np.abs(outputs[5].astype(int) - from_gray).max() <= 2
+  np.testing.assert_array_equal(outputs[6], outputs[0])
+  np.testing.assert_array_equal(outputs[7], outputs[0])
+  with pytest.raises(ValueError, match="shape"):
+    colorizer.colorize(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_command_line_jpeg_output_and_checkpoint_choice(run_dir, tmp_path):
+  _photo().save(tmp_path / "photo.png")
+  (tmp_path / "broken.png").write_bytes(b"\x89PNG nothing")
+  result = subprocess.run(
+      [sys.executable, "-m", "jaxcolor.colorize", "--workdir", str(run_dir),
+       "--checkpoint", "3", "--output", str(tmp_path / "out"), "--format",
+       "jpeg", str(tmp_path / "photo.png"), str(tmp_path / "broken.png")],
+      capture_output=True, text=True, timeout=300, cwd=tmp_path)
+  assert result.returncode == 1, result.stderr[-3000:]  # One input failed.
+  assert "broken.png" in result.stderr and "Traceback" not in result.stderr
+  assert "step 3" in result.stdout
+  out = Image.open(tmp_path / "out" / "photo.jpg")
+  assert out.format == "JPEG" and out.size == (72, 48)
+  result = subprocess.run(
+      [sys.executable, "-m", "jaxcolor.colorize", "--workdir", str(run_dir),
+       "--checkpoint", "4", "--output", str(tmp_path / "out"),
+       str(tmp_path / "photo.png")],
+      capture_output=True, text=True, timeout=300, cwd=tmp_path)
+  assert result.returncode == 2 and "saved steps: 3, 6" in result.stderr

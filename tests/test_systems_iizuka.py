@@ -1,0 +1,246 @@
+"""The Iizuka system: joint colour + classification loss, ADADELTA, labels."""
+
+import functools
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special
+
+from jaxcolor import color
+from jaxcolor import configuration
+from jaxcolor import optimizers
+from jaxcolor import parallel
+from jaxcolor import systems
+from jaxcolor import train
+from jaxcolor.systems import base
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_CLASSES = 365  # places365_small, the config's dataset.
+
+
+def load_config(arg="smoke"):
+  spec = importlib.util.spec_from_file_location("iizuka_config",
+                                                REPO / "configs/iizuka.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def labelled_batch(batch_size: int, size: int, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  # Smooth random colour fields: more like photos than white noise.
+  low = rng.integers(0, 256, (batch_size, size // 8, size // 8, 3))
+  image = np.kron(low, np.ones((1, 8, 8, 1))).astype(np.uint8)
+  label = rng.integers(0, NUM_CLASSES, (batch_size,)).astype(np.int32)
+  return {"image": image, "label": label}
+
+
+@pytest.fixture(scope="module")
+def config():
+  return load_config()
+
+
+@pytest.fixture(scope="module")
+def initial_state(config):
+  """A fresh state with parameters drawn by numpy (He-scaled kernels).
+
+  `system.init` would cost a compilation of its own (~15 s on XLA:CPU); the
+  runs below go through it.
+  """
+  system = systems.create(config)
+  abstract = jax.eval_shape(system.init, jax.random.key(0))["colorizer"]
+  rng = np.random.default_rng(0)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == "kernel":
+      std = np.sqrt(2.0 / np.prod(leaf.shape[:-1]))
+      return rng.normal(0.0, std, leaf.shape).astype(leaf.dtype)
+    if name in ("scale", "var"):
+      return np.ones(leaf.shape, leaf.dtype)
+    return rng.normal(0.0, 0.1, leaf.shape).astype(leaf.dtype)
+
+  params = jax.tree_util.tree_map_with_path(fill, abstract.params)
+  batch_stats = jax.tree_util.tree_map_with_path(fill, abstract.batch_stats)
+  colorizer = base.TrainState.create(apply_fn=system.colorizer.apply,
+                                     params=params, tx=system.tx,
+                                     batch_stats=batch_stats)
+  return jax.device_get({"step": np.zeros((), np.int32),
+                         "colorizer": colorizer})
+
+
+def one_step(config, initial_state, devices, batch):
+  system = systems.create(config)
+  mesh = parallel.make_mesh(devices)
+  step_fn, sharding = train.jit_train_step(system, mesh, initial_state)
+  state = jax.device_put(initial_state, sharding)
+  state, metrics = step_fn(state, parallel.global_batch(batch, mesh),
+                           parallel.replicate(jax.random.key(1), mesh))
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+def test_labelled_step_on_8_devices_equals_1_device(config, initial_state):
+  assert jax.device_count() == 8
+  batch = labelled_batch(config.batch_size, config.image_size)
+  state8, metrics8 = one_step(config, initial_state, jax.devices(), batch)
+  state1, metrics1 = one_step(config, initial_state, jax.devices()[:1], batch)
+  assert {"colorizer_color_loss", "colorizer_classification_loss",
+          "colorizer_loss", "classification_accuracy",
+          "colorizer_grad_norm"} <= set(metrics1)
+  assert metrics1["classification_enabled"] == 1.0
+  for key in metrics1:
+    np.testing.assert_allclose(metrics8[key], metrics1[key], rtol=1e-5,
+                               atol=1e-6, err_msg=key)
+  # Per tensor, relative to its norm (as in tests/test_train.py). ADADELTA's
+  # first step is g * sqrt(eps) / sqrt((1 - rho) g^2 + eps): linear in small
+  # gradients, where Adam's saturates at lr * sign(g). So the rounding of the
+  # gradient sums (cancellation in batch norm's backward pass) shows in the
+  # parameters: measured 1.4e-5 between 8 devices and 1, and 1.2e-5 between
+  # one device on the batch and on the same batch permuted. Per-device batch
+  # statistics or a lost all-reduce would differ by orders of magnitude more.
+  for tree8, tree1 in ((state8["colorizer"].params, state1["colorizer"].params),
+                       (state8["colorizer"].batch_stats,
+                        state1["colorizer"].batch_stats)):
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(tree8),
+                            jax.tree.leaves(tree1)):
+      error = np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)
+      assert error < 1e-4, (jax.tree_util.keystr(path), error)
+  assert int(state8["step"]) == 1
+  # The step moved the parameters (ADADELTA with its rate of 1.0).
+  before = initial_state["colorizer"].params["low_level"]["conv1"]["conv"]["kernel"]
+  after = state1["colorizer"].params["low_level"]["conv1"]["conv"]["kernel"]
+  assert np.abs(after - before).max() > 0
+
+
+def test_loss_terms_and_classification_gradient(config, initial_state):
+  system = systems.create(config)
+  colorizer = jax.device_put(initial_state["colorizer"], jax.devices()[0])
+  batch = labelled_batch(4, config.image_size, seed=3)
+  lightness, ab = color.split_lab(batch["image"])
+  labels = jnp.asarray(batch["label"])
+
+  @jax.jit
+  def losses_and_grads(params):
+    with_labels = jax.value_and_grad(system.objective, has_aux=True)(
+        params, colorizer, lightness, ab, labels)
+    without = jax.value_and_grad(system.objective, has_aux=True)(
+        params, colorizer, lightness, ab, None)
+    (pred_ab, logits), _ = colorizer.apply_fn(
+        colorizer.variables, lightness, train=True, mutable=["batch_stats"])
+    return with_labels, without, pred_ab, logits
+
+  ((loss_l, (_, metrics_l)), grads_l), ((loss_n, (_, metrics_n)), grads_n), \
+      pred_ab, logits = losses_and_grads(colorizer.params)
+
+  # Without labels: exactly the colour MSE, on the original's [0, 1] scale.
+  mse = np.mean(np.square((np.asarray(pred_ab) - np.asarray(ab)) / 2))
+  np.testing.assert_allclose(loss_n, mse, rtol=1e-5)
+  assert set(metrics_n) == {"colorizer_color_loss", "colorizer_loss",
+                            "classification_enabled"}
+  assert metrics_n["classification_enabled"] == 0.0
+  # With labels: + alpha * softmax cross-entropy.
+  logits = np.asarray(logits, np.float64)
+  cross_entropy = np.mean(special.logsumexp(logits, axis=-1)
+                          - logits[np.arange(4), batch["label"]])
+  np.testing.assert_allclose(metrics_l["colorizer_classification_loss"],
+                             cross_entropy, rtol=1e-5)
+  np.testing.assert_allclose(loss_l, mse + cross_entropy / 300, rtol=1e-5)
+
+  # The classification term's gradient reaches the shared low-level weights
+  # (the difference of the two gradients is alpha * grad CE) and trains the
+  # head, which gets no gradient without labels.
+  def kernel(grads, *path):
+    return np.asarray(functools.reduce(lambda t, k: t[k], path, grads))
+  low = ("low_level", "conv1", "conv", "kernel")
+  ce_grad = kernel(grads_l, *low) - kernel(grads_n, *low)
+  assert np.linalg.norm(ce_grad) > 1e-3 * np.linalg.norm(kernel(grads_n, *low))
+  head = ("classifier", "logits", "kernel")
+  assert np.abs(kernel(grads_n, *head)).max() == 0
+  assert np.abs(kernel(grads_l, *head)).max() > 0
+
+
+def test_config_errors_name_the_key(tmp_path):
+  config = load_config()
+  config.loss.classification_weight = -1.0
+  with pytest.raises(configuration.ConfigError,
+                     match="loss.classification_weight=-1.0"):
+    systems.create(config).validate()
+  config = load_config()
+  config.optimizer.name = "rmsprop"
+  for check in (lambda: systems.create(config),  # Builds the optimiser.
+                lambda: configuration.validate(config, device_count=1,
+                                               extra_fields=("colorizer",))):
+    with pytest.raises(configuration.ConfigError,
+                       match="optimizer.name='rmsprop' is invalid"):
+      check()
+  assert set(optimizers.BUILDERS) == set(configuration.OPTIMIZERS)
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config = load_config()
+  config.dataset = "cifar10"
+  with tfds.testing.mock_data(num_examples=4, data_dir=str(tmp_path)):
+    with pytest.raises(configuration.ConfigError,
+                       match="num_classes=365 does not match.*10 classes"):
+      systems.create(config).validate()
+    config.colorizer.num_classes = 0  # The colour-only ablation runs.
+    systems.create(config).validate()
+
+
+def test_main_smoke_without_labels(tmp_path):
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, "-m", "jaxcolor.main", "--config",
+       str(REPO / "configs/iizuka.py") + ":smoke", "--workdir", str(workdir)],
+      capture_output=True, text=True, timeout=600, cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Classification term OFF: dataset 'sample' has no labels" in result.stderr
+  lines = [json.loads(l) for l in
+           (workdir / "metrics.jsonl").read_text().splitlines()]
+  train_lines = [l for l in lines if "colorizer_color_loss" in l]
+  assert [l["step"] for l in train_lines] == [2, 4, 6]
+  for line in train_lines:
+    assert line["classification_enabled"] == 0
+    assert "colorizer_classification_loss" not in line
+    assert np.isfinite(line["colorizer_loss"])
+  evaluation = json.loads((workdir / "eval" / "6.json").read_text())
+  assert "psnr" in evaluation and "classification_accuracy" not in evaluation
+
+
+def test_labelled_run_logs_both_losses_and_eval_accuracy(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config = load_config()
+  config.dataset = "places365_small"
+  config.data_dir = str(tmp_path / "tfds")
+  config.num_train_steps = 2
+  config.log_every_steps = 1
+  config.eval_every_steps = 2
+  config.image_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.num_eval_images = 12
+  with tfds.testing.mock_data(num_examples=16, data_dir=config.data_dir):
+    last_eval = train.train_and_evaluate(config, str(tmp_path / "run"))
+  lines = [json.loads(l) for l in
+           (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  train_lines = [l for l in lines if "colorizer_loss" in l]
+  assert [l["step"] for l in train_lines] == [1, 2]
+  for line in train_lines:
+    assert line["classification_enabled"] == 1
+    np.testing.assert_allclose(
+        line["colorizer_loss"],
+        line["colorizer_color_loss"]
+        + line["colorizer_classification_loss"] / 300, rtol=1e-5)
+    assert 0 <= line["classification_accuracy"] <= 1
+  evaluation = json.loads((tmp_path / "run" / "eval" / "2.json").read_text())
+  assert evaluation["num_images"] == 12
+  assert 0 <= evaluation["classification_accuracy"] <= 1
+  # 12 images: the accuracy is a whole number of twelfths.
+  assert abs(evaluation["classification_accuracy"] * 12
+             - round(evaluation["classification_accuracy"] * 12)) < 1e-4
+  assert last_eval["classification_accuracy"] == evaluation[
+      "classification_accuracy"]
