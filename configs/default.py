@@ -20,9 +20,9 @@ def get_config(arg=None):
   c.dataset = "sample"
   c.image_size = 64
   c.batch_size = 16
-  c.num_train_steps = 1500
+  c.num_train_steps = 1000
   c.optimizer.learning_rate = 2e-4
-  c.optimizer.decay_steps = 500
+  c.optimizer.decay_steps = 400
   c.generator = {"name": "unet", "num_downsamplings": 6, "ngf": 32,
                  "norm": "batch", "dropout_rate": 0.5}
   c.discriminator = {"name": "patchgan", "ndf": 32, "num_layers": 3,

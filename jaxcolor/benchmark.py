@@ -139,7 +139,10 @@ def time_train_step(config: ml_collections.ConfigDict, *, steps: int,
   mesh = parallel.make_mesh()
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   abstract_state = jax.eval_shape(system.init, init_rng)
-  step, state_sharding = train.jit_train_step(system, mesh, abstract_state)
+  # The step the run ends with: for staged systems, the full (last) stage.
+  phase = system.phase(config.num_train_steps - 1)
+  step, state_sharding = train.jit_train_step(system, mesh, abstract_state,
+                                              phase)
 
   start = time.perf_counter()
   state = jax.block_until_ready(train.init_state(system, state_sharding, init_rng))
@@ -179,6 +182,7 @@ def time_train_step(config: ml_collections.ConfigDict, *, steps: int,
   achieved = flops_per_step / step_time if flops_per_step else None
   peak = peak_flops(device.device_kind, config.compute_dtype)
   return {
+      "phase": phase,
       "step_time_s": step_time,
       "step_time_min_s": min(times),
       "step_time_max_s": max(times),

@@ -17,7 +17,6 @@ is recomputed from the step (`restart_data_state`).
 import json
 from typing import Any, Callable
 
-import grain
 import jax
 from absl import logging
 import orbax.checkpoint as ocp
@@ -29,7 +28,9 @@ class Checkpointer:
 
   def __init__(self, directory: str | epath.Path, *, keep: int,
                save_every_steps: int = 1, asynchronous: bool = True):
-    self.directory = epath.Path(directory)
+    # Orbax's array store needs an absolute path (a relative one fails in
+    # the background save thread, and no checkpoint appears).
+    self.directory = epath.Path(directory).absolute()
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -47,6 +48,7 @@ class Checkpointer:
     """Starts saving `state` (and the iterator) at `step`; returns if it saves."""
     items = {"state": ocp.args.StandardSave(state)}
     if data_iter is not None:
+      import grain  # noqa: PLC0415 (the step and its benchmark run without grain)
       items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
     return self._manager.save(step, args=ocp.args.Composite(**items),
                               force=force)
@@ -62,6 +64,8 @@ class Checkpointer:
     this process after `step` steps); without it that restore fails.
     """
     items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      import grain  # noqa: PLC0415
     same_layout = data_iter is None or self._data_file(step).exists()
     if data_iter is not None and same_layout:
       items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)

@@ -1,11 +1,21 @@
 """Test set-up: 8 simulated CPU devices, so sharded code runs as on a pod slice.
 
 `jax_num_cpu_devices` must be set before any device is touched, hence here.
+
+Compilation dominates the suite's time on a CPU, and many tests compile the
+same step (in-process and in the `python -m jaxcolor.main` subprocesses), so
+the suite shares one persistent compilation cache, through environment
+variables that the subprocesses inherit.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"jaxcolor-tests-jax-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # noqa: E402
 

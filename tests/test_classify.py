@@ -134,6 +134,7 @@ def test_classify_needs_labels(tmp_path):
     train.setup(config, str(tmp_path))
 
 
+@pytest.mark.slow  # Minutes on 2 cores: `pytest -m slow tests`.
 def test_main_classify_smoke(tmp_path):
   root = labelled_folder(tmp_path / "images", per_class=(8, 3))
   workdir = tmp_path / "run"

@@ -181,6 +181,7 @@ def _made_up_fid_weights(path) -> None:
   np.savez(path, **arrays, __source_sha256__=np.array(fid.WEIGHTS_SHA256))
 
 
+@pytest.mark.slow  # Minutes on 2 cores: `pytest -m slow tests`.
 def test_main_evaluate_mode_on_a_folder_with_fid(tmp_path):
   config = helpers.load_config("configs/pix2pix.py")
   run = tmp_path / "run"

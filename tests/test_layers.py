@@ -1,5 +1,7 @@
-"""Shared building blocks: ConvTranspose2x against PyTorch's formula, Normalization."""
+"""Shared building blocks: ConvTranspose2x against PyTorch's formula, Conv2x
+against nn.Conv, Normalization."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -126,6 +128,53 @@ def test_conv_transpose_2x_matches_torch(k, p, op):
   y = module.apply({"params": params}, x)
   np.testing.assert_allclose(y, expected.numpy().transpose(0, 2, 3, 1),
                              atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k,p,op", CONFIGS)
+def test_conv_transpose_2x_of_one_pixel_and_its_gradients(k, p, op):
+  # A 1 x 1 input (the innermost U-Net level) takes the matrix-product form.
+  x = normal((3, 1, 1, 4), seed=11)
+  kernel = normal((k, k, 4, 5), seed=12)
+  cotangent = normal((3, 2, 2, 5), seed=13)
+  y, vjp = jax.vjp(lambda x, w: layers.conv_transpose_2x(x, w, p, op), x, kernel)
+  y_ref, vjp_ref = jax.vjp(
+      lambda x, w: lax_conv_transpose(x, w, p, op), x, kernel)
+  np.testing.assert_allclose(y, y_ref, atol=1e-5, rtol=1e-5)
+  for ours, ref in zip(vjp(cotangent), vjp_ref(cotangent)):
+    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-5)
+
+
+# Input sizes through every form of conv_2x: the strided convolution, the
+# space-to-depth one (input smaller than the kernel) and the matrix product
+# (one output pixel).
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (2, 4, 4, 3), (3, 2, 4, 2),
+                                   (2, 2, 2, 5)])
+def test_conv_2x_is_nn_conv_with_the_same_gradients(shape):
+  x = normal(shape, seed=14)
+  ours = layers.Conv2x(6)
+  reference = nn.Conv(6, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                      kernel_init=layers.conv_init)
+  variables = ours.init(jax.random.key(0), x)
+  # Same parameter tree and initial values as nn.Conv.
+  jax.tree.map(np.testing.assert_array_equal, variables,
+               reference.init(jax.random.key(0), x))
+  variables = jax.tree.map(lambda v: normal(v.shape, seed=15), variables)
+  cotangent = normal((shape[0], shape[1] // 2, shape[2] // 2, 6), seed=16)
+  y, vjp = jax.vjp(ours.apply, variables, x)
+  y_ref, vjp_ref = jax.vjp(reference.apply, variables, x)
+  np.testing.assert_allclose(y, y_ref, atol=1e-5, rtol=1e-5)
+  (grads, grad_x), (grads_ref, grad_x_ref) = vjp(cotangent), vjp_ref(cotangent)
+  np.testing.assert_allclose(grad_x, grad_x_ref, atol=1e-4, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4,
+                                                       rtol=1e-5),
+               grads, grads_ref)
+
+
+def test_conv_2x_rejects_what_it_cannot_halve():
+  with pytest.raises(ValueError, match="input 5x4"):
+    layers.Conv2x(4).init(jax.random.key(0), jnp.zeros((1, 5, 4, 2)))
+  with pytest.raises(ValueError, match="kernel_size=4, padding=2"):
+    layers.Conv2x(4, padding=2).init(jax.random.key(0), jnp.zeros((1, 4, 4, 2)))
 
 
 def test_uses_bias():

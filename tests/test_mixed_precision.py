@@ -70,6 +70,7 @@ def test_float32_config_has_no_bfloat16():
   assert _conv_operand_dtypes(jaxpr) == {"float32"}
 
 
+@pytest.mark.slow  # Minutes on 2 cores: `pytest -m slow tests`.
 def test_pix2pix_bfloat16_step_is_close_to_float32():
   runs = {}
   for dtype in ("float32", "bfloat16"):

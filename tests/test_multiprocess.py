@@ -13,8 +13,9 @@ import shutil
 import subprocess
 import sys
 
-from helpers import REPO
 import numpy as np
+import pytest
+from helpers import REPO
 
 LAUNCH = REPO / "launch" / "local_multiprocess.sh"
 # The smoke networks at 32 px; every step logged, checkpoints at steps 2 and 4.
@@ -51,13 +52,15 @@ def _train_lines(workdir) -> dict[int, dict]:
 
 
 def _assert_same_losses(a: dict, b: dict, steps):
-  # The gradient all-reduce sums in another order across processes, and Adam
-  # turns last-bit differences of near-zero gradients into visible ones: by
-  # step 4 the losses differ by ~3e-5 relative. Another batch, or a data
-  # position off by one batch, changes them by percents.
+  # The all-reduces sum in another order across processes (within 1e-7), and
+  # batch norm's one-pass variance, E[x^2] - E[x]^2 (Flax's fast variance),
+  # amplifies that rounding where a channel's mean is large beside its spread:
+  # by step 4 the losses differ by up to 2e-4 relative. (With the two-pass
+  # variance they agree to 2e-7 at every step; see docs/benchmarks.md.) A
+  # batch or a data position off by one batch moves the L1 loss by percents.
   for step in steps:
     for key in LOSSES:
-      np.testing.assert_allclose(a[step][key], b[step][key], rtol=1e-4,
+      np.testing.assert_allclose(a[step][key], b[step][key], rtol=5e-4,
                                  err_msg=f"{key} at step {step}")
 
 
@@ -71,8 +74,8 @@ def test_two_processes_train_and_resume_as_one_process(tmp_path):
   assert sorted(reference) == [1, 2, 3, 4]
   _assert_same_losses(reference, _train_lines(two), [1, 2, 3, 4])
   # Each process wrote its own data position into the shared checkpoint.
-  assert sorted(p.name for p in (two / "checkpoints/4/data_iter").iterdir()) == [
-      "process_0-of-2.json", "process_1-of-2.json"]
+  assert sorted(p.name for p in (two / "checkpoints/4/data_iter").glob(
+      "*.json")) == ["process_0-of-2.json", "process_1-of-2.json"]
   # Logs, images and reports from process 0 only.
   assert len(list(two.glob("events.out.tfevents.*"))) == 1
   assert [p.name for p in (two / "images").iterdir()] == ["grid_0000004.png"]
@@ -85,3 +88,58 @@ def test_two_processes_train_and_resume_as_one_process(tmp_path):
   continued = _train_lines(resumed)
   assert sorted(continued) == [3, 4]
   _assert_same_losses(reference, continued, [3, 4])
+
+
+# -- start-up and launch scripts, without starting anything ---------------------
+
+
+def test_distributed_settings_from_the_environment():
+  from jaxcolor import distributed
+  assert not distributed.requested({})
+  assert distributed.requested({"JAXCOLOR_DISTRIBUTED": "1"})
+  assert not distributed.initialize(False, {"JAXCOLOR_DISTRIBUTED": "0"})
+  with pytest.raises(ValueError, match="JAXCOLOR_DISTRIBUTED='maybe'"):
+    distributed.requested({"JAXCOLOR_DISTRIBUTED": "maybe"})
+  settings = distributed.settings_from_env({
+      "JAXCOLOR_COORDINATOR": "10.0.0.1:1234", "JAXCOLOR_NUM_PROCESSES": "4",
+      "JAXCOLOR_PROCESS_ID": "3"})
+  assert settings == distributed.Settings("10.0.0.1:1234", 4, 3)
+  # Unset: left to JAX's detection (TPU pods, Slurm, Open MPI, Kubernetes).
+  assert distributed.settings_from_env({}) == distributed.Settings()
+  with pytest.raises(ValueError, match="JAXCOLOR_PROCESS_ID=4 must be below"):
+    distributed.settings_from_env({"JAXCOLOR_NUM_PROCESSES": "4",
+                                   "JAXCOLOR_PROCESS_ID": "4"})
+  with pytest.raises(ValueError, match="JAXCOLOR_NUM_PROCESSES='two'"):
+    distributed.settings_from_env({"JAXCOLOR_NUM_PROCESSES": "two"})
+
+
+def _dry_run(script, *args, **env):
+  result = subprocess.run(
+      ["bash", str(REPO / "launch" / script), *args], capture_output=True,
+      text=True, timeout=60, env=dict(os.environ, DRY_RUN="1", **env))
+  assert result.returncode == 0, result.stderr
+  return result.stdout
+
+
+def test_tpu_pod_script_runs_main_on_every_host():
+  out = _dry_run("tpu_pod.sh", "--config", "configs/pix2pix.py",
+                 "--config.batch_size=256", TPU_NAME="colorize",
+                 ZONE="us-central2-b", WORKDIR="gs://bucket/run",
+                 DATA_DIR="gs://bucket/tfds", ACCELERATOR_TYPE="v4-32")
+  lines = out.strip().splitlines()
+  assert "--accelerator-type v4-32" in lines[0]
+  train = lines[-1].replace("\\", "")
+  assert "--worker=all" in train
+  for part in ("JAXCOLOR_DISTRIBUTED=1", "-m jaxcolor.main",
+               "--workdir gs://bucket/run", "--config.data_dir=gs://bucket/tfds",
+               "--config configs/pix2pix.py", "--config.batch_size=256"):
+    assert part in train, part
+
+
+def test_slurm_script_one_process_per_gpu_or_per_node():
+  per_gpu = _dry_run("slurm_gpu.sbatch", "--config", "c.py", "--workdir", "/w")
+  assert per_gpu.startswith("srun ") and "JAXCOLOR_DISTRIBUTED=1" in per_gpu
+  assert "JAX_LOCAL_DEVICE_IDS" not in per_gpu
+  per_node = _dry_run("slurm_gpu.sbatch", "--config", "c.py", "--workdir", "/w",
+                      PROCESS_PER="node", SLURM_GPUS_ON_NODE="4")
+  assert "JAX_LOCAL_DEVICE_IDS=0\\,1\\,2\\,3" in per_node

@@ -81,6 +81,7 @@ def straight_run(tmp_path_factory):
   return workdir, config
 
 
+@pytest.mark.slow  # Minutes on 2 cores: `pytest -m slow tests`.
 def test_stages_switch_at_the_boundary(straight_run):
   workdir, config = straight_run
   system = systems.create(config)
@@ -120,6 +121,7 @@ def test_stages_switch_at_the_boundary(straight_run):
   assert _adam_count(states[4]["discriminator"].opt_state) == 2
 
 
+@pytest.mark.slow  # Minutes on 2 cores: `pytest -m slow tests`.
 @pytest.mark.parametrize("stopped_at", [1, 3])  # In stage 1, in stage 2.
 def test_resume_in_each_stage_equals_the_straight_run(straight_run, tmp_path,
                                                       stopped_at):
@@ -282,6 +284,7 @@ def test_backbone_from_a_torchvision_file(tmp_path):
 # -- the command ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # Minutes on 2 cores: `pytest -m slow tests`.
 def test_main_smoke_passes_through_both_stages(tmp_path):
   workdir = tmp_path / "run"
   result = subprocess.run(

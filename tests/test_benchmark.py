@@ -1,0 +1,70 @@
+"""`python -m jaxcolor.benchmark`: its JSON line, its FLOP count, its peaks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import REPO
+from jax import lax
+
+from jaxcolor import benchmark
+
+REQUIRED = ("step_time_s", "images_per_s", "compile_s", "flops_per_step",
+            "tflops_per_s", "mfu", "device_kind", "device_count",
+            "host_peak_rss_bytes")
+
+
+@pytest.mark.slow  # Minutes on 2 cores: `pytest -m slow tests`.
+def test_benchmark_prints_one_json_line_last(tmp_path):
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES="2")
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run(
+      [sys.executable, "-m", "jaxcolor.benchmark", "--config",
+       f"{REPO / 'configs/pix2pix.py'}:smoke", "--steps=3", "--warmup=1",
+       "--input_pipeline", "--input_batches=2"],
+      capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  for key in REQUIRED:
+    assert key in report, key
+  assert report["device_count"] == 2 and report["device_kind"] == "cpu"
+  assert report["mfu"] is None  # No known peak for a CPU.
+  assert 0 < report["step_time_min_s"] <= report["step_time_s"]
+  np.testing.assert_allclose(report["images_per_s"],
+                             8 / report["step_time_s"], rtol=1e-9)
+  np.testing.assert_allclose(
+      report["tflops_per_s"],
+      report["flops_per_step"] / report["step_time_s"] / 1e12, rtol=1e-9)
+  assert report["losses_finite"]
+  # The input pipeline: 2 batches of the sample at 32 px after a warm-up one.
+  assert report["input_images"] == 16 and report["input_images_per_cpu_s"] > 0
+  np.testing.assert_allclose(
+      report["input_cores_needed"],
+      report["images_per_s"] / report["input_images_per_cpu_s"], rtol=1e-9)
+
+
+def test_flops_come_from_xla_and_count_the_step():
+  # XLA counts 2 FLOPs per multiply-add that reaches the input (taps on the
+  # zero padding are not counted): here 14 of the 16 rows and columns.
+  x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((4, 4, 3, 5))
+  conv = jax.jit(lambda x, w: lax.conv_general_dilated(
+      x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  flops = benchmark._cost(conv.lower(x, w).compile())["flops"]
+  assert flops == 2 * 2 * (14 * 14) * 3 * 5
+
+
+@pytest.mark.parametrize("kind,dtype,expected", [
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 989e12),
+    ("NVIDIA H100 PCIe", "bfloat16", 756e12),
+    ("NVIDIA H100 80GB HBM3", "float32", 494e12),
+    ("NVIDIA H200", "bfloat16", 989e12),
+    ("TPU v5 lite", "bfloat16", 197e12),
+    ("cpu", "float32", None),
+])
+def test_peak_flops(kind, dtype, expected):
+  assert benchmark.peak_flops(kind, dtype) == expected
