@@ -37,6 +37,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from jaxcolor import parallel
@@ -86,24 +87,9 @@ def template() -> dict[str, Any]:
                                     inception.INPUT_SIZE, 3)), train=False))
 
 
-def _flatten(tree: Mapping[str, Any], prefix: tuple = ()) -> dict[tuple, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      flat.update(_flatten(value, prefix + (key,)))
-    else:
-      flat[prefix + (key,)] = value
-  return flat
-
-
-def _unflatten(flat: Mapping[tuple, Any]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, value in flat.items():
-    node = tree
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = value
-  return tree
+# Nested variable dicts <-> {path tuple: array}.
+_flatten = traverse_util.flatten_dict
+_unflatten = traverse_util.unflatten_dict
 
 
 def torch_name(collection: str, path: tuple[str, ...]) -> str:

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from jaxcolor.models.resnet import ResNet18
 
@@ -164,24 +165,9 @@ _LEAF_TO_TORCH = {
 _INDEXED_MODULE = re.compile(r"^(layer\d+|downsample)_(\d+)$")
 
 
-def _flatten(tree: Mapping[str, Any], prefix: tuple = ()) -> dict[tuple, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      flat.update(_flatten(value, prefix + (key,)))
-    else:
-      flat[prefix + (key,)] = value
-  return flat
-
-
-def _unflatten(flat: Mapping[tuple, Any]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, value in flat.items():
-    node = tree
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = value
-  return tree
+# Nested variable dicts <-> {path tuple: array}.
+_flatten = traverse_util.flatten_dict
+_unflatten = traverse_util.unflatten_dict
 
 
 def torch_name(collection: str, path: tuple[str, ...]) -> str:

@@ -174,4 +174,4 @@ def step_rng(rng: jax.Array, step: jax.Array) -> jax.Array:
 
 
 def grad_norm(grads: Any) -> jax.Array:
-  return optax.global_norm(grads).astype(jnp.float32)
+  return optax.tree.norm(grads).astype(jnp.float32)
