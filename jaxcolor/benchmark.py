@@ -252,8 +252,11 @@ def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
   if not skip_step:
     result.update(time_train_step(config, steps=steps, warmup=warmup))
   if input_pipeline:
-    result.update(time_input_pipeline(config, num_batches=input_batches))
-    if not skip_step:
+    try:
+      result.update(time_input_pipeline(config, num_batches=input_batches))
+    except (OSError, ValueError) as e:  # E.g. the TFDS data is not here.
+      result["input_pipeline_error"] = str(e)
+    if not skip_step and "input_images_per_cpu_s" in result:
       # What one host's share of the step consumes, in host cores.
       per_host = result["images_per_s"] / jax.process_count()
       result["input_cores_needed"] = per_host / result["input_images_per_cpu_s"]

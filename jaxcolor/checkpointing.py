@@ -12,6 +12,11 @@ restores onto another number of processes (e.g. written by one host with 8
 devices, continued on 2 hosts): the arrays are laid out afresh, and the data
 position, which the new layout cannot read from the old per-process files,
 is recomputed from the step (`restart_data_state`).
+
+Every restore first compares the checkpoint's metadata (array names and
+shapes) with the state the config builds (`check_fits`), so a config that
+does not match its workdir is named in one line: the first differing array
+and both shapes.
 """
 
 import json
@@ -21,6 +26,12 @@ import jax
 from absl import logging
 import orbax.checkpoint as ocp
 from etils import epath
+
+from jaxcolor import configuration
+
+
+class CheckpointMismatchError(configuration.ConfigError):
+  """A checkpoint whose arrays do not fit the state the config builds."""
 
 
 class Checkpointer:
@@ -63,6 +74,7 @@ class Checkpointer:
     state becomes `restart_data_state(step)` instead (the iterator state of
     this process after `step` steps); without it that restore fails.
     """
+    self.check_fits(step, abstract_state)
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
       import grain  # noqa: PLC0415
@@ -87,16 +99,85 @@ class Checkpointer:
                           else json.dumps(state).encode())
     return restored["state"]
 
+  def check_fits(self, step: int, abstract_state: Any) -> None:
+    """Checks the checkpoint's array names and shapes against the state's.
+
+    Reads only the checkpoint's metadata (no array), so a run started with
+    another config than the one that wrote its workdir stops before it
+    writes or compiles anything, with a readable difference instead of
+    Orbax's restore error.
+
+    Raises:
+      CheckpointMismatchError: naming the checkpoint, the first array whose
+        shape differs (parameters first) with both shapes, and the arrays
+        that only one side has.
+    """
+    handler = ocp.StandardCheckpointHandler()
+    try:
+      metadata = handler.metadata(self.directory / str(step) / "state")
+    finally:
+      handler.close()
+    stored = _array_shapes(getattr(metadata, "tree", metadata))
+    wanted = _array_shapes(
+        ocp.tree.serialize_tree(abstract_state, keep_empty_nodes=True))
+    differ = [p for p in wanted if p in stored and stored[p] != wanted[p]]
+    missing = [p for p in wanted if p not in stored]
+    extra = [p for p in stored if p not in wanted]
+    if not (differ or missing or extra):
+      return
+    problems = []
+    if differ:
+      first = differ[0]
+      problems.append(
+          f"{first} is {stored[first]} in the checkpoint but {wanted[first]} "
+          "in this config"
+          + (f" ({len(differ) - 1} more arrays differ)" if len(differ) > 1
+             else ""))
+    if missing:
+      problems.append(f"{len(missing)} array(s) of this config are not in "
+                      f"the checkpoint, first {missing[0]}")
+    if extra:
+      problems.append(f"{len(extra)} array(s) of the checkpoint are not in "
+                      f"this config, first {extra[0]}")
+    run_config = self.directory.parent / "config.json"
+    raise CheckpointMismatchError(
+        f"The checkpoint at step {step} in {self.directory} does not fit "
+        f"this config: {'; '.join(problems)}. Use the config the run was "
+        f"started with (its workdir keeps it: {run_config}), or another "
+        "--workdir.")
+
   def _data_file(self, step: int) -> epath.Path:
     """Where grain keeps this process's data position of checkpoint `step`."""
     return (self.directory / str(step) / "data_iter" /
             f"process_{jax.process_index()}-of-{jax.process_count()}.json")
+
+  def reached_preemption(self, step: int) -> bool:
+    """Whether `step` is the step at which every process agreed to save
+    after a preemption notice (SIGTERM) reached any of them.
+
+    JAX's preemption service (started by `jax.distributed.initialize`)
+    agrees on it: the step after the furthest one any process had reached.
+    Call it after every step on every process, from the same first step.
+    Always False without `jax.distributed`. Cheap: a lock and a comparison.
+    """
+    return self._manager.reached_preemption(step)
 
   def wait_until_finished(self) -> None:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _array_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """{'generator/params/down_1/kernel': shape} of a state's arrays,
+  parameters first (the most telling difference is named first)."""
+  flat = {"/".join(map(str, path)): tuple(leaf.shape)
+          for path, leaf in ocp.tree.to_flat_dict(tree).items()
+          if hasattr(leaf, "shape")}
+  rank = lambda path: (0 if "/params/" in f"/{path}/" else
+                       1 if "/batch_stats/" in f"/{path}/" else 2)
+  return dict(sorted(flat.items(), key=lambda item: rank(item[0])))
 
 
 def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:

@@ -14,6 +14,14 @@ import ml_collections
 COMPUTE_DTYPES = ("float32", "bfloat16")
 # config.optimizer.name (absent: 'adam'); built by jaxcolor.optimizers.create.
 OPTIMIZERS = ("adam", "adadelta", "sgd")
+# The fields each one reads besides `name`; any other is a typo.
+OPTIMIZER_FIELDS = {
+    "adam": ("learning_rate", "b1", "b2", "constant_steps", "decay_steps"),
+    "adadelta": ("learning_rate", "rho", "eps", "constant_steps",
+                 "decay_steps"),
+    "sgd": ("learning_rate", "momentum", "weight_decay", "warmup_steps",
+            "nesterov"),
+}
 
 
 class ConfigError(ValueError):
@@ -37,6 +45,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_train_steps = 1000
   c.seed = 0
   c.compute_dtype = "float32"    # Parameters and optimiser state stay float32.
+  # A step whose loss, gradient norm or new state is non-finite is always
+  # discarded (the state never holds a NaN, so no checkpoint does). False:
+  # the run then stops, naming the network, the step and the last good
+  # checkpoint. True: training goes on without that update, and the skipped
+  # steps are counted (metric 'skipped_steps') and warned about when logged.
+  c.skip_nonfinite_steps = False
 
   c.log_every_steps = 50
   c.image_every_steps = 500      # Image grids (gray | prediction | truth).
@@ -92,7 +106,8 @@ def check_presets(arg: str | None, allowed: tuple[str, ...]) -> set[str]:
   unknown = presets - set(allowed)
   if unknown:
     raise ConfigError(
-        f"Unknown config preset {', '.join(sorted(unknown))!s}; "
+        f"Unknown config preset {', '.join(sorted(unknown))!s}"
+        f"{suggest(min(unknown), allowed)}; "
         f"this config has: {', '.join(allowed) or 'none'}.")
   return presets
 
@@ -103,12 +118,53 @@ def suggest(name: str, candidates) -> str:
   return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def flag_error_message(error: Exception, argv: list[str]) -> str | None:
+  """One line for an error of the command line's flags or config file.
+
+  ml_collections reports an unknown `--config.x.y` override as a quoted
+  KeyError (with a suggestion), a failing config file as its traceback in
+  the message, a missing one over several lines: each becomes one line.
+  None for an AttributeError, KeyError or TypeError that no flag explains:
+  a bug in a config file, whose traceback says where.
+  """
+  text = str(error).replace("\\n", "\n").replace("\\'", "'")
+  field = re.search(r"'(\w+)'", text)
+  flag = field and next(
+      (a.split("=")[0] for a in argv if a.startswith("--config.")
+       and a.split("=")[0].endswith("." + field.group(1))), None)
+  if isinstance(error, (AttributeError, KeyError)) and flag:
+    close = re.search(r'Did you mean "(\w+)"', text)
+    return (f"Unknown config field {field.group(1)!r} in {flag}"
+            + (f" (did you mean {close.group(1)!r}?)" if close else "") + ".")
+  if isinstance(error, (AttributeError, KeyError, TypeError)):
+    return None
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  attempted = [k for k, line in enumerate(lines[:-1]) if "Attempted" in line]
+  if "Failed loading config file" in text and attempted:
+    return (f"Cannot load the config file {lines[attempted[0] + 1]}: "
+            f"{lines[-1]}")
+  if any(line.startswith("Traceback") for line in lines):
+    # The config file's own exception, without its module-qualified type.
+    lines = [re.sub(r"^[\w.]+(Error|Exception): ", "", lines[-1])]
+  return " ".join(lines)
+
+
+def _check_known(section: ml_collections.ConfigDict, known, prefix: str,
+                 what: str) -> None:
+  for key in section.keys():
+    if key not in known:
+      raise ConfigError(f"Unknown config field '{prefix}.{key}'"
+                        f"{suggest(key, known)}; {what}: {', '.join(known)}.")
+
+
 def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
   if not condition:
     raise ConfigError(f"config.{key}={value!r} is invalid: {allowed}.")
 
 
-_DATASET_RE = re.compile(r"^(sample|folder:.+|[a-z0-9_]+(/[a-z0-9_.]+)?(:[0-9.]+)?)$")
+# The form only; `check_datasets` finds out whether the data is there.
+_DATASET_RE = re.compile(
+    r"^(sample|folder:.+|(tfds:)?[a-z0-9_]+(/[a-z0-9_.]+)?(:[0-9.]+)?)$")
 
 
 def validate(config: ml_collections.ConfigDict, *, device_count: int,
@@ -141,6 +197,9 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
            "0 (in-process) or a positive number of worker processes")
   _require(config.compute_dtype in COMPUTE_DTYPES, "compute_dtype",
            config.compute_dtype, f"one of {', '.join(COMPUTE_DTYPES)}")
+  _require(isinstance(config.skip_nonfinite_steps, bool),
+           "skip_nonfinite_steps", config.skip_nonfinite_steps,
+           "True (skip and count non-finite steps) or False (stop the run)")
   for key in ("dataset", "eval_dataset"):
     value = config[key]
     if key == "eval_dataset" and value == "":
@@ -162,6 +221,11 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
   optimizer = opt.get("name", "adam")
   _require(optimizer in OPTIMIZERS, "optimizer.name", optimizer,
            f"one of {', '.join(OPTIMIZERS)}")
+  # Overrides on the command line cannot add fields; a config file can.
+  _check_known(opt, ("name",) + OPTIMIZER_FIELDS[optimizer], "optimizer",
+               f"the {optimizer} optimizer reads")
+  _check_known(config.evaluation, list(base_config().evaluation.keys()),
+               "evaluation", "known fields")
   _require(opt.learning_rate > 0, "optimizer.learning_rate",
            opt.learning_rate, "a positive number")
   if optimizer == "adam":
@@ -186,6 +250,62 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
              "optimizer.constant_steps", opt.constant_steps,
              "-1 (the steps before the decay) or a non-negative integer")
   _validate_evaluation(config.evaluation)
+  _validate_network_sizes(config)
+
+
+def check_datasets(config: ml_collections.ConfigDict, *,
+                   train: bool = True) -> None:
+  """Opens the run's datasets as the run will, reading no image.
+
+  Unlike `validate`, this touches the file system (lists a folder, reads a
+  TFDS dataset's metadata), so training and evaluation runs call it once,
+  before they write to the workdir or compile anything.
+
+  Args:
+    config: the full configuration.
+    train: check `dataset` and `eval_dataset`; False: only the one that
+      an evaluation run reads (`eval_dataset`, else `dataset`).
+
+  Raises:
+    ConfigError: naming the key, for an unknown name (with the closest
+      known one), a missing or empty folder, or a TFDS dataset that is not
+      prepared in data_dir (with the `tfds build` command that prepares it).
+  """
+  from jaxcolor.data import sources  # noqa: PLC0415 (validate reads no files)
+  if train:
+    keys = ("dataset", "eval_dataset")
+  else:
+    keys = ("eval_dataset",) if config.eval_dataset else ("dataset",)
+  opened = set()
+  for key in keys:
+    name = config[key]
+    if not name or name in opened:
+      continue
+    opened.add(name)
+    try:
+      sources.open_dataset(name, config.data_dir or None)
+    except (OSError, ValueError) as e:  # Whatever raised it, the key is at fault.
+      raise ConfigError(f"config.{key}={name!r}: {e}") from None
+
+
+def _validate_network_sizes(config: ml_collections.ConfigDict) -> None:
+  """No negative width, depth or size in a network's fields.
+
+  Networks (the sections with a `name`, but the optimizer) would fail
+  inside their first trace with an error about array shapes, which the
+  systems' shape check reports as an unfit image size.
+  """
+  for field, value in config.items():
+    if (field == "optimizer" or not isinstance(value, ml_collections.ConfigDict)
+        or "name" not in value):
+      continue
+    for key, item in value.items():
+      items = item if isinstance(item, (tuple, list)) else (item,)
+      if any(isinstance(x, int) and not isinstance(x, bool) and x < 0
+             for x in items):
+        raise ConfigError(
+            f"config.{field}.{key}={item!r} is invalid: a width, depth or "
+            "size cannot be negative.")
 
 
 _CHECKPOINTS_RE = re.compile(r"^(latest|all|[0-9]+(,[0-9]+)*)$")

@@ -36,6 +36,7 @@ from jaxcolor import metrics as metrics_lib
 from jaxcolor import parallel
 from jaxcolor import report
 from jaxcolor import systems
+from jaxcolor import workdir_lock
 
 # Shown in the log summary, in this order (the JSON has everything).
 _SUMMARY = ("psnr", "ssim", "pixel_accuracy", "raw_accuracy_auc", "ab_mse",
@@ -83,7 +84,11 @@ def _fid_accumulator(config: ml_collections.ConfigDict, mesh):
     raise configuration.ConfigError(
         f"config.evaluation.fid_weights={path!r}: no such file; download "
         f"{fid_lib.WEIGHTS_URL}, or set '' to evaluate without FID.")
-  variables = fid_lib.load_weights(path)
+  try:
+    variables = fid_lib.load_weights(path)
+  except (OSError, ValueError, ImportError) as e:  # Digest, pickle, no torch.
+    raise configuration.ConfigError(
+        f"config.evaluation.fid_weights={path!r}: {e}") from None
   logging.info("FID: Inception weights %s (sha256 verified).", path)
   return fid_lib.FIDAccumulator(fid_lib.InceptionFeatures(variables, mesh))
 
@@ -129,11 +134,14 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
                          process_count=jax.process_count(),
                          extra_fields=system.config_fields)
   system.validate()
+  configuration.check_datasets(config, train=False)
   workdir = epath.Path(workdir)
   checkpoint_dir = workdir / "checkpoints"
   if not checkpoint_dir.is_dir():
     raise NoCheckpointError(
         f"No checkpoints in {workdir}: {checkpoint_dir} does not exist.")
+  # Not the training run's lock: evaluating a run while it trains is fine.
+  lock = workdir_lock.acquire(workdir, name=workdir_lock.EVAL_LOCK_NAME)
   checkpointer = checkpointing.Checkpointer(
       checkpoint_dir, keep=config.keep_checkpoints, asynchronous=False)
   steps = select_steps(config.evaluation.checkpoints, checkpointer.all_steps())
@@ -159,6 +167,8 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
                  checkpoint_dir, dataset)
     try:
       state = checkpointer.restore(step, target)
+    except checkpointing.CheckpointMismatchError:
+      raise
     except (ValueError, KeyError, TypeError) as e:
       # Orbax lists every mismatched variable; the first says enough.
       detail = " ".join(line.strip() for line in str(e).splitlines()[:2])
@@ -190,4 +200,5 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
   writer.flush()
   writer.close()
   checkpointer.close()
+  lock.release()
   return results

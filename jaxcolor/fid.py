@@ -170,8 +170,10 @@ def load_weights(path: str, *,
     raise FileNotFoundError(
         f"No FID weight file at {path}; download {WEIGHTS_URL}.")
   if path.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as archive:
-      state_dict = {k: archive[k] for k in archive.files}
+    try:
+      state_dict = torchvision_import.read_npz(path)
+    except ValueError as e:
+      raise FIDWeightsError(str(e)) from None
     recorded = state_dict.pop(_SOURCE_SHA256_KEY, None)
     _check_sha256(path, None if recorded is None else str(recorded), expected_sha256)
   else:

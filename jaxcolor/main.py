@@ -59,22 +59,24 @@ def main(argv):
   except configuration.ConfigError as e:
     print(f"Configuration error: {e}", file=sys.stderr)
     sys.exit(2)
+  except train.TrainingDiverged as e:
+    print(f"Training diverged: {e}", file=sys.stderr)
+    sys.exit(3)
 
 
 def _parse_flags(argv):
   """absl's flag parsing, with config errors as one line and no traceback."""
   try:
-    argv = flags.FLAGS(argv)
+    parsed = flags.FLAGS(argv)
     # The config file loads lazily, and a failed load surfaces on first use.
     getattr(_CONFIG.value, "system", None)
-    return argv
+    return parsed
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError,
-          OSError) as e:
-    text = str(e).replace("\\n", "\n").replace("\\'", "'").replace("''", "'")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if any(line.startswith("Traceback") for line in lines):
-      lines = lines[-1:]  # The config file's own exception, last line.
-    print(f"Configuration error: {' '.join(lines)}", file=sys.stderr)
+          OSError, SyntaxError) as e:
+    message = configuration.flag_error_message(e, argv)
+    if message is None:
+      raise
+    print(f"Configuration error: {message}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -13,6 +13,15 @@ import numpy as np
 from etils import epath
 
 
+def _step_of(line: str) -> int | None:
+  """The step of a JSON line; None for a blank line or one cut by a kill
+  (SIGKILL can land in the middle of an append)."""
+  try:
+    return int(json.loads(line).get("step", 0)) if line.strip() else None
+  except (ValueError, AttributeError):
+    return None
+
+
 def _plain(value: Any) -> Any:
   value = np.asarray(value).item() if np.ndim(value) == 0 else value
   if isinstance(value, float) and not math.isfinite(value):
@@ -36,8 +45,12 @@ class MetricLogger:
     if not self.is_primary or not self.jsonl_path.exists():
       return
     kept = [line for line in self.jsonl_path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    self.jsonl_path.write_text("".join(line + "\n" for line in kept))
+            if _step_of(line) is not None and _step_of(line) <= step]
+    # Written aside and renamed: a kill during the rewrite leaves the old
+    # file or the new one, never a cut one.
+    temporary = self.jsonl_path.with_name(self.jsonl_path.name + ".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    temporary.replace(self.jsonl_path)
 
   def scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     plain = {k: _plain(v) for k, v in scalars.items()}

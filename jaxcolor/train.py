@@ -9,7 +9,13 @@
 
 The same command on the same workdir resumes from the newest checkpoint and
 continues exactly (same parameters as an uninterrupted run). SIGTERM/SIGINT
-save a checkpoint at the current step and stop cleanly.
+save a checkpoint at the current step and stop cleanly (on several hosts, at
+the step they agree on: `_StopSignal`); a SIGKILL loses only the steps since
+the last complete checkpoint.
+
+Before anything compiles or any file is written: the config is validated,
+its datasets are opened, the workdir's newest checkpoint is checked against
+it, and the workdir is locked (a second live run there is refused).
 """
 
 import dataclasses
@@ -19,6 +25,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -31,10 +38,12 @@ from jaxcolor import image_grid
 from jaxcolor import parallel
 from jaxcolor import prefetch
 from jaxcolor import systems
+from jaxcolor import workdir_lock
 
 
 class TrainingDiverged(RuntimeError):
-  """A non-finite loss; the message names the step and the last checkpoint."""
+  """A non-finite step; the message names the network(s), the first such
+  step and the last good checkpoint."""
 
 
 @dataclasses.dataclass
@@ -76,6 +85,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   workdir = epath.Path(workdir)
   checkpointer = checkpointing.Checkpointer(
       workdir / "checkpoints", keep=config.keep_checkpoints)
+  latest = checkpointer.latest_step()
+  if latest is not None:  # Before the run's config.json is rewritten.
+    checkpointer.check_fits(latest, abstract_state)
   return Run(config=config, workdir=workdir, mesh=mesh, system=system,
              state_sharding=state_sharding, abstract_state=abstract_state,
              checkpointer=checkpointer, train_step=train_step,
@@ -85,17 +97,81 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
 
 def jit_train_step(system: systems.System, mesh, abstract_state: Any,
                    phase: str = systems.base.SINGLE_PHASE):
-  """`system.phase_train_step(phase)` jitted over `mesh`: state replicated and
-  donated, batch sharded on 'data'. Returns (step function, state sharding)."""
+  """`system.phase_train_step(phase)`, guarded by `guard_nonfinite`, jitted
+  over `mesh`: state replicated and donated, batch sharded on 'data'.
+  Returns (step function, state sharding)."""
   state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh),
                                 abstract_state)
   step = jax.jit(
-      system.phase_train_step(phase),
+      guard_nonfinite(system.phase_train_step(phase), system.networks),
       in_shardings=(state_sharding, parallel.batch_sharded(mesh),
                     parallel.replicated(mesh)),
       out_shardings=(state_sharding, parallel.replicated(mesh)),
       donate_argnums=(0,))
   return step, state_sharding
+
+
+def guard_nonfinite(train_step, networks: tuple[str, ...]):
+  """`train_step` that discards an update holding a non-finite value.
+
+  Network `n` is finite when its metrics (named `n_*`, after any
+  '<phase>/' prefix) and its new state (`state[n]` and entries named
+  `n_*`: parameters, batch statistics, optimiser state) are all finite. If
+  any network is not, the whole update is dropped (the networks of a
+  system train against each other's new values) except the step count,
+  which advances as ever so the data position, the schedule and a resume
+  stay functions of the step. The state therefore never holds a NaN or an
+  infinity, and neither does a checkpoint. The metrics gain
+  `nonfinite_<n>` (1.0 where `n` was not finite) and `skipped_steps`, the
+  state's count of dropped updates (`systems.base.SKIPPED_STEPS`); the host
+  decides whether to stop (`_check_finite`).
+  """
+  skipped_key = systems.base.SKIPPED_STEPS
+
+  def guarded(state, batch, rng):
+    new_state, metrics = train_step(state, batch, rng)
+    finite = {}
+    for name in networks:
+      parts = [value for key, value in new_state.items()
+               if key == name or key.startswith(name + "_")]
+      parts += [value for key, value in metrics.items()
+                if key.rsplit("/", 1)[-1].startswith(name + "_")]
+      finite[name] = _all_true([
+          jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(parts)
+          if jnp.issubdtype(leaf.dtype, jnp.inexact)])
+    ok = jnp.all(jnp.stack([True, *finite.values()]))
+    kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
+                        new_state, state)
+    kept["step"] = new_state["step"]
+    metrics = dict(metrics, **{f"nonfinite_{name}": (~value).astype(jnp.float32)
+                               for name, value in finite.items()})
+    # States built by hand (some tests) may lack the counter.
+    if skipped_key in state:
+      kept[skipped_key] = state[skipped_key] + (~ok).astype(jnp.int32)
+      metrics["skipped_steps"] = kept[skipped_key].astype(jnp.float32)
+    return kept, metrics
+
+  return guarded
+
+
+def _all_true(flags: list[jax.Array]) -> jax.Array:
+  """Whether all the scalar booleans `flags` are true, as one unfused op.
+
+  `jnp.all(jnp.stack(flags))` is the same value, but XLA:CPU copies that
+  reduction of hundreds of inputs into every consumer, here the `where` of
+  each state leaf: minutes of compilation for the DLA C-DCGAN and ResNet-18
+  U-Net steps (optimization barriers do not stop it: XLA:CPU removes them
+  before fusing). XLA never fuses a sort. A concatenation of the leaves
+  with one `isfinite` would do too, but copies the state (+15 % step time
+  on a CPU); a `lax.cond` in place of the `where`s would too, but on a GPU
+  it reads its predicate on the host, a sync every step.
+  """
+  flags = jnp.stack([jnp.array(True), *flags]).astype(jnp.int32)
+  return jnp.sort(flags)[0] == 1
+
+
+# How long the processes wait for each other's compilation of a step.
+_COMPILE_BARRIER_TIMEOUT_S = 3600
 
 
 class PhasedTrainStep:
@@ -104,7 +180,7 @@ class PhasedTrainStep:
 
   def __init__(self, system: systems.System, mesh, abstract_state: Any):
     self._system, self._mesh, self._abstract_state = system, mesh, abstract_state
-    self._steps = {}
+    self._steps, self._compiled = {}, {}
     self.state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh),
                                        abstract_state)
 
@@ -115,6 +191,25 @@ class PhasedTrainStep:
       self._steps[phase], _ = jit_train_step(self._system, self._mesh,
                                              self._abstract_state, phase)
     return self._steps[phase]
+
+  def __call__(self, step: int, state: Any, batch: Any, rng: jax.Array):
+    """Runs step `step`: `for_step(step)(state, batch, rng)`, compiled ahead.
+
+    Each phase's step is compiled before its first run and, with several
+    processes, all processes then meet at a barrier of the coordination
+    service. Without it a process that compiles faster (hosts differ, or
+    share their cores) waits in the step's first all-reduce, and gloo (CPU)
+    gives up on a peer after 30 s, long before a slow compile ends.
+    """
+    phase = self._system.phase(step)
+    if phase not in self._compiled:
+      self._compiled[phase] = self.for_step(step).lower(
+          state, batch, rng).compile()
+      if jax.process_count() > 1:
+        from orbax.checkpoint import multihost  # noqa: PLC0415
+        multihost.sync_global_processes(f"jaxcolor_compiled_{phase}_{step}",
+                                        timeout=_COMPILE_BARRIER_TIMEOUT_S)
+    return self._compiled[phase](state, batch, rng)
 
 
 def init_state(system: systems.System, state_sharding: Any, rng: jax.Array):
@@ -173,9 +268,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   from jaxcolor import metric_logging  # noqa: PLC0415
 
   run = setup(config, workdir)
+  configuration.check_datasets(config)
   run.workdir.mkdir(parents=True, exist_ok=True)
+  lock = workdir_lock.acquire(run.workdir)  # One live run per workdir.
   if run.is_primary:
-    (run.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    # Aside, then renamed: colorize and evaluation runs read it.
+    written = run.workdir / "config.json.tmp"
+    written.write_text(config.to_json_best_effort(indent=2))
+    written.replace(run.workdir / "config.json")
   logger = metric_logging.MetricLogger(str(run.workdir), is_primary=run.is_primary)
 
   # -- data ------------------------------------------------------------------
@@ -192,6 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         batch_size=config.eval_batch_size,
         num_images=config.num_eval_images if config.num_eval_images > 0 else None,
         data_dir=config.data_dir or None)
+  eval_batches()  # Fails now, before compiling, if no evaluation image is usable.
 
   # -- state -----------------------------------------------------------------
   state = initial_state(run, batches)
@@ -201,9 +302,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _log_overview(run, state, logger)
 
   # -- loop ------------------------------------------------------------------
-  stop = _StopSignal()
+  stop = _StopSignal(run.checkpointer)
   progress = _Progress(first_step, config.num_train_steps)
   pending: list[dict] = []
+  report_data = input_pipeline.CountReport("Training files")
   last_eval: dict = {}
   step = first_step
   logging.info("Training %s from step %d to %d on %d device(s), %d host(s).",
@@ -211,16 +313,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                jax.process_count())
   with stop:
     while step < config.num_train_steps:
-      state, step_metrics = run.train_step.for_step(step)(
-          state, next(batches), run.rng)
+      state, step_metrics = run.train_step(step, state, next(batches),
+                                           run.rng)
       step += 1
       pending.append(step_metrics)
 
       if step % config.log_every_steps == 0 or step == config.num_train_steps:
         scalars = _mean_metrics(pending)
+        scalars.update(_check_finite(pending, step, run))
         pending = []
-        _check_finite(scalars, step, run)
         scalars.update(progress.update(step))
+        # data/*: files skipped or converted, as of the batches consumed.
+        scalars.update(report_data(input_pipeline.training_counts(batches)))
         logger.scalars(step, scalars)
         logging.info("%s", _format_line(step, config.num_train_steps, scalars))
 
@@ -232,9 +336,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _evaluate(run, state, eval_batches(), logger, step, save_grid=True,
                   grid_only=True)
 
-      if step % config.checkpoint_every_steps == 0 or at_end or stop.requested:
+      stopping = stop.reached(step)
+      if step % config.checkpoint_every_steps == 0 or at_end or stopping:
+        _check_finite(pending, step, run, warn=False)
         run.checkpointer.save(step, state, batches, force=True)
-      if stop.requested:
+      if stopping:
+        run.checkpointer.wait_until_finished()
         logging.warning("Stopping at step %d on %s; checkpoint saved in %s. "
                         "Run the same command to resume.", step,
                         stop.signal_name, run.checkpointer.directory)
@@ -242,6 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   run.checkpointer.wait_until_finished()
   logger.flush()
   logger.close()
+  lock.release()
   return last_eval
 
 
@@ -260,6 +368,7 @@ def _evaluate(run: Run, state: Any, batches, logger, step: int, *,
   if not grid_only:
     means["eval_seconds"] = time.perf_counter() - start
     means["dataset"] = config.eval_dataset or config.dataset
+    means.update(batches.count_scalars())  # data/*: files skipped, converted
     logger.scalars(step, {f"eval/{k}": v for k, v in means.items()
                           if isinstance(v, (int, float))})
     logging.info("eval step %d: %s", step, ", ".join(
@@ -322,13 +431,52 @@ def _mean_metrics(pending: list[dict]) -> dict[str, float]:
   return {k: float(np.mean([m[k] for m in values if k in m])) for k in names}
 
 
-def _check_finite(scalars: dict[str, float], step: int, run: Run) -> None:
-  bad = [k for k, v in scalars.items() if "loss" in k and not np.isfinite(v)]
-  if bad:
+def _check_finite(pending: list[dict], step: int, run: Run, *,
+                  warn: bool = True) -> dict[str, float]:
+  """Stops the run at a step `guard_nonfinite` dropped, unless configured
+  to skip such steps; then warns (`warn`) and goes on.
+
+  `pending`: the metrics of the steps up to `step` not yet checked (one
+  host sync). Returns the cumulative `skipped_steps` for the log (the mean
+  of a running count would mislead).
+  """
+  if not pending:
+    return {}
+  values = jax.device_get(pending)
+  first_step = step - len(values) + 1
+  first_bad: dict[str, int] = {}  # network -> its first non-finite step
+  bad_steps = 0
+  for offset, metrics in enumerate(values):
+    names = [name for name in run.system.networks
+             if metrics.get(f"nonfinite_{name}", 0) > 0]
+    bad_steps += bool(names)
+    for name in names:
+      first_bad.setdefault(name, first_step + offset)
+  skipped = values[-1].get("skipped_steps")
+  out = {} if skipped is None else {"skipped_steps": float(skipped)}
+  if not first_bad:
+    return out
+  where = ", ".join(f"{name} at step {at}" for name, at in first_bad.items())
+  if not run.config.skip_nonfinite_steps:
+    at = min(first_bad.values())
+    shown = [k for k, v in values[at - first_step].items()
+             if not np.all(np.isfinite(v))]
+    run.checkpointer.wait_until_finished()  # So the newest one is complete.
     last = run.checkpointer.latest_step()
+    checkpoint = ("none" if last is None else
+                  f"step {last} in {run.checkpointer.directory}")
     raise TrainingDiverged(
-        f"Non-finite {', '.join(bad)} by step {step}; last good checkpoint: "
-        f"{'step %d in %s' % (last, run.checkpointer.directory) if last is not None else 'none'}.")
+        f"non-finite {where} "
+        f"({', '.join(shown) or 'new parameters or optimiser state'}); the "
+        f"update was discarded and the run stopped at step {step}. Last good "
+        f"checkpoint: {checkpoint}. Lower the learning rate, or pass "
+        "--config.skip_nonfinite_steps=True to skip such steps.")
+  if warn:
+    logging.warning(
+        "Skipped %d non-finite step(s) of steps %d-%d (%s): %s in all "
+        "(config.skip_nonfinite_steps=True).", bad_steps, first_step, step,
+        where, int(skipped) if skipped is not None else "?")
+  return out
 
 
 def _format_line(step: int, total: int, scalars: dict[str, float]) -> str:
@@ -363,12 +511,33 @@ class _Progress:
 
 
 class _StopSignal:
-  """Turns SIGTERM/SIGINT into a request to checkpoint and stop."""
+  """Turns SIGTERM/SIGINT into a checkpoint at the current step and a stop.
 
-  def __init__(self):
+  One process: the step during which the signal came (`reached`). The
+  processes of a multi-host run (jax.distributed) must all save at the same
+  step, and a signal reaches them at different steps, or only some of them:
+  JAX's preemption service agrees on one (`Checkpointer.reached_preemption`).
+  It catches SIGTERM with its own C handler, which a Python handler would
+  replace, so there only SIGINT is caught here, and handed on as a SIGTERM.
+  With the service off (jax_enable_preemption_service) no handler is
+  installed: a signal ends such a run, which resumes from its last checkpoint.
+  """
+
+  def __init__(self, checkpointer: checkpointing.Checkpointer):
+    self._checkpointer = checkpointer
+    self._agreed = jax.distributed.is_initialized()
     self.requested = False
     self.signal_name = ""
     self._previous = {}
+
+  def reached(self, step: int) -> bool:
+    """Whether to checkpoint at `step` and stop; ask after every step."""
+    if not self._agreed:
+      return self.requested
+    if self._checkpointer.reached_preemption(step):
+      self.signal_name = self.signal_name or "a preemption notice (SIGTERM)"
+      return True
+    return False
 
   def _handle(self, signum, frame):
     del frame
@@ -376,11 +545,21 @@ class _StopSignal:
       raise KeyboardInterrupt
     self.requested = True
     self.signal_name = signal.Signals(signum).name
-    logging.warning("%s received: saving a checkpoint after this step.",
-                    self.signal_name)
+    logging.warning("%s received: saving a checkpoint after this step%s.",
+                    self.signal_name,
+                    " (the one all processes agree on)" if self._agreed else "")
+    if self._agreed:
+      signal.raise_signal(signal.SIGTERM)  # To the preemption service.
 
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGTERM, signal.SIGINT)
+    if self._agreed:
+      service = jax.config.jax_enable_preemption_service
+      signals = (signal.SIGINT,) if service else ()
+      if not service:
+        logging.warning("jax_enable_preemption_service is off: a signal stops "
+                        "this multi-process run without a checkpoint.")
+    for sig in signals:
       try:
         self._previous[sig] = signal.signal(sig, self._handle)
       except ValueError:  # Not the main thread (e.g. some test runners).

@@ -17,6 +17,8 @@
 #                               (JAX_LOCAL_DEVICE_IDS); unset: JAX decides
 #   JAXCOLOR_LOG_DIR            logs of processes 1.. N-1 (default: a new
 #                               temporary folder); process 0 prints here
+#   JAXCOLOR_STOP_GRACE_S       on Ctrl-C / SIGTERM: seconds the processes get
+#                               to checkpoint before SIGKILL (default 300)
 # Exit status: the first failing process's, after stopping the others.
 set -euo pipefail
 
@@ -40,10 +42,24 @@ log_dir="${JAXCOLOR_LOG_DIR:-$(mktemp -d -t jaxcolor_processes.XXXXXX)}"
 mkdir -p "$log_dir"
 
 pids=()
+# SIGTERM to every process, then SIGKILL to those still running after $1
+# seconds. Under jax.distributed, SIGTERM is a preemption notice: the
+# processes agree on a step, checkpoint and exit; a process whose peer died
+# cannot (its collectives wait for the peer), hence the SIGKILL.
 stop_all() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  local grace="$1" pid waited=0
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  while ((waited < grace)); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || return 0
+    sleep 1
+    waited=$((waited + 1))
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 }
-trap 'stop_all; exit 130' INT TERM
+# Ctrl-C / SIGTERM to this script: the run checkpoints at an agreed step.
+trap 'stop_all "${JAXCOLOR_STOP_GRACE_S:-300}"; exit 130' INT TERM
 
 for ((i = 0; i < num_processes; i++)); do
   env_vars=(JAXCOLOR_DISTRIBUTED=1 JAXCOLOR_COORDINATOR="127.0.0.1:$port"
@@ -85,7 +101,7 @@ while [[ ${#running[@]} -gt 0 ]]; do
         tail -n 30 "$log_dir/process_$i.log" >&2
       fi
     done
-    stop_all
+    stop_all 10
   fi
 done
 exit "$status"

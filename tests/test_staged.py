@@ -5,6 +5,7 @@ smoke run through `python -m jaxcolor.main` that passes through both stages.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,10 +18,15 @@ from helpers import REPO, load_config
 
 from jaxcolor import checkpointing
 from jaxcolor import configuration
+from jaxcolor import parallel
 from jaxcolor import systems
 from jaxcolor import train
 from jaxcolor.models import torchvision_import
 from jaxcolor.systems import staged
+
+# One worker runs the whole file: its tests share a module-scoped run
+# (`python -m pytest -n 2` distributes with --dist loadgroup, pyproject.toml).
+pytestmark = pytest.mark.xdist_group("staged")
 
 
 def staged_config(pretrain_steps=2, adversarial_steps=2):
@@ -73,7 +79,19 @@ def _two_by_two():
 
 
 @pytest.fixture(scope="module")
-def straight_run(tmp_path_factory):
+def one_device():
+  """Training on one of the 8 simulated devices: these tests are about the
+  stages, and the 8-device programs compile several times slower on CPU
+  (sharding is tested in test_train.py and test_systems_*.py)."""
+  make_mesh = parallel.make_mesh
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(parallel, "make_mesh",
+                  lambda devices=None: make_mesh(devices or jax.devices()[:1]))
+    yield
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, one_device):
   """An uninterrupted run of `_two_by_two`: (workdir, config)."""
   workdir = tmp_path_factory.mktemp("staged") / "straight"
   config = _two_by_two()
@@ -81,7 +99,6 @@ def straight_run(tmp_path_factory):
   return workdir, config
 
 
-@pytest.mark.slow  # Minutes on 2 cores: `pytest -m slow tests`.
 def test_stages_switch_at_the_boundary(straight_run):
   workdir, config = straight_run
   system = systems.create(config)
@@ -121,10 +138,9 @@ def test_stages_switch_at_the_boundary(straight_run):
   assert _adam_count(states[4]["discriminator"].opt_state) == 2
 
 
-@pytest.mark.slow  # Minutes on 2 cores: `pytest -m slow tests`.
 @pytest.mark.parametrize("stopped_at", [1, 3])  # In stage 1, in stage 2.
-def test_resume_in_each_stage_equals_the_straight_run(straight_run, tmp_path,
-                                                      stopped_at):
+def test_resume_in_each_stage_equals_the_straight_run(straight_run, one_device,
+                                                      tmp_path, stopped_at):
   """A run stopped at `stopped_at` (its checkpoint, the same as the straight
   run's at that step) and resumed ends exactly as the straight run."""
   workdir, config = straight_run
@@ -284,14 +300,14 @@ def test_backbone_from_a_torchvision_file(tmp_path):
 # -- the command ---------------------------------------------------------------
 
 
-@pytest.mark.slow  # Minutes on 2 cores: `pytest -m slow tests`.
 def test_main_smoke_passes_through_both_stages(tmp_path):
   workdir = tmp_path / "run"
   result = subprocess.run(
       [sys.executable, "-m", "jaxcolor.main", "--config",
        str(REPO / "configs/resnet18_unet.py") + ":smoke", "--workdir",
        str(workdir)],
-      capture_output=True, text=True, timeout=900, cwd=tmp_path)
+      capture_output=True, text=True, timeout=900, cwd=tmp_path,
+      env=dict(os.environ, JAX_NUM_CPU_DEVICES="1"))
   assert result.returncode == 0, result.stderr[-3000:]
   lines = _lines(workdir)
   pretrain = [l["step"] for l in lines if "pretrain/generator_l1_loss" in l]

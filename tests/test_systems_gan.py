@@ -19,6 +19,10 @@ from jaxcolor.systems import base
 from helpers import (REPO, assert_networks_close, assert_same_steps,
                      init_host_state, load_config, random_batch, run_steps)
 
+# One worker runs the whole file: its tests share module-scoped results
+# (`python -m pytest -n 2` distributes with --dist loadgroup, pyproject.toml).
+pytestmark = pytest.mark.xdist_group("systems_gan")
+
 CONFIGS = ("configs/dla_cdcgan.py", "configs/pix2pix_improver.py")
 
 

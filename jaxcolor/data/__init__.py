@@ -4,15 +4,19 @@
   train_iter = data.create_train_iterator('sample', image_size=128,
                                           global_batch_size=16, seed=0)
   batch = next(train_iter)  # {'image': uint8 [16, 128, 128, 3]}
+  data.training_counts(train_iter)  # {'files_read': 16, 'corrupt': 0, ...}
 
 Dataset strings are described in `jaxcolor.data.sources`.
 """
 
+from jaxcolor.data.pipeline import CountReport
 from jaxcolor.data.pipeline import create_eval_batches
 from jaxcolor.data.pipeline import create_train_iterator
 from jaxcolor.data.pipeline import describe
-from jaxcolor.data.pipeline import skipped_counts
+from jaxcolor.data.pipeline import training_counts
 from jaxcolor.data.sources import DatasetNotPreparedError
+from jaxcolor.data.sources import NoUsableImagesError
 
 __all__ = ["create_train_iterator", "create_eval_batches", "describe",
-           "skipped_counts", "DatasetNotPreparedError"]
+           "training_counts", "CountReport", "DatasetNotPreparedError",
+           "NoUsableImagesError"]

@@ -30,6 +30,8 @@ import os
 import pathlib
 from typing import Any
 
+from jaxcolor import configuration
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # 'test' last: CIFAR-10 exports come as train/ + test/ only.
 EVAL_FOLDER_NAMES = ("eval", "val", "validation", "test")
@@ -50,8 +52,24 @@ USAGE = ("expected 'sample', 'folder:/path/to/images', one of "
          "another TFDS image dataset")
 
 
-class DatasetNotPreparedError(FileNotFoundError):
+class DatasetNotFoundError(configuration.ConfigError, FileNotFoundError):
+  """A dataset string that names nothing: an unknown name, no such folder.
+
+  A `ConfigError` (printed by `jaxcolor.main` as one line), and still the
+  ValueError / FileNotFoundError it was before.
+  """
+
+
+class DatasetNotPreparedError(configuration.ConfigError, FileNotFoundError):
   """A TFDS dataset is missing from data_dir (or is not in ArrayRecord form)."""
+
+
+class NoUsableImagesError(configuration.ConfigError):
+  """A split without one usable image: none listed, or every one skipped.
+
+  A `ConfigError` (config.dataset names data that cannot train), so
+  `jaxcolor.main` prints it as one line.
+  """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +93,10 @@ class FileSource:
     self._root = pathlib.Path(root)
     self._relative_paths = list(relative_paths)
     self._labels = None if labels is None else list(labels)
+
+  @property
+  def root(self) -> pathlib.Path:
+    return self._root
 
   def __len__(self) -> int:
     return len(self._relative_paths)
@@ -140,8 +162,8 @@ def is_held_out(relative_path: str) -> bool:
   return int.from_bytes(digest[:8], "big") % 1000 < HOLDOUT_PER_MILLE
 
 
-def _no_images_error(root: pathlib.Path) -> ValueError:
-  return ValueError(
+def _no_images_error(root: pathlib.Path) -> NoUsableImagesError:
+  return NoUsableImagesError(
       f"No image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}.")
 
 
@@ -170,8 +192,8 @@ def open_folder(root: str | os.PathLike, name: str | None = None) -> Dataset:
   class-folder labels when both have them, or a hash split."""
   root = pathlib.Path(root).expanduser()
   if not root.is_dir():
-    raise FileNotFoundError(f"Image folder {root} does not exist or is not a "
-                            "directory.")
+    raise DatasetNotFoundError(f"Image folder {root} does not exist or is "
+                               "not a directory.")
   name = name or f"folder:{root}"
   eval_folders = [root / n for n in EVAL_FOLDER_NAMES if (root / n).is_dir()]
   if (root / "train").is_dir() and eval_folders:
@@ -248,9 +270,11 @@ def open_tfds(name: str, data_dir: str | None = None) -> Dataset:
 
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(f"Unknown dataset {name!r}: TFDS has no such dataset; "
-                     f"{USAGE}.") from e
+  except tfds.core.registered.DatasetNotFoundError:
+    hint = configuration.suggest(
+        name.split(":")[0], tfds.list_builders(with_community_datasets=False))
+    raise DatasetNotFoundError(f"Unknown dataset {name!r}{hint}: TFDS has no "
+                               f"such dataset; {USAGE}.") from None
   features = builder.info.features
   if "image" not in features:
     raise ValueError(f"TFDS dataset {name!r} has no 'image' feature.")
@@ -294,10 +318,12 @@ def open_dataset(dataset: str, data_dir: str | None = None) -> Dataset:
   if dataset.startswith("folder:"):
     path = dataset[len("folder:"):]
     if not path:
-      raise ValueError(f"Dataset {dataset!r} names no folder; {USAGE}.")
+      raise DatasetNotFoundError(
+          f"Dataset {dataset!r} names no folder; {USAGE}.")
     return open_folder(path, name=dataset)
   if dataset in TFDS_SPLITS:
     return open_tfds(dataset, data_dir)
   if dataset.startswith("tfds:") and len(dataset) > len("tfds:"):
     return open_tfds(dataset[len("tfds:"):], data_dir)
-  raise ValueError(f"Unknown dataset {dataset!r}: {USAGE}.")
+  hint = configuration.suggest(dataset, ["sample", *TFDS_SPLITS])
+  raise DatasetNotFoundError(f"Unknown dataset {dataset!r}{hint}: {USAGE}.")

@@ -3,10 +3,11 @@
 A record from `sources` is `{'encoded': bytes | None, 'key': str}` plus an
 optional `'label'`. `DecodeAndResize` turns it into `{'image': [H, W, 3] uint8}`
 whose shorter side is the target size, or, when the file cannot be used, into
-a record without `'image'`. Either way the record carries `EVENTS`, the names
-of what happened to the file (skipped as corrupt, converted from CMYK,
-upscaled, ...), which the pipeline counts in the main process: grain workers
-are separate processes, so a counter kept here would be lost with them.
+a record without `'image'`. Either way the record carries `EVENTS`: for a
+skipped file its one reason (`SKIP_KINDS`), for a used one what was done to
+it (`CONVERSION_KINDS`, possibly several). The pipeline counts them in the
+process that consumes the batches: grain workers are separate processes, so a
+counter kept here would be lost with them.
 
 All classes are plain dataclasses in this package module, so grain can pickle
 them into worker processes.
@@ -27,8 +28,25 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # bomb": a small compressed file that expands to gigabytes). 64 MP is above any
 # camera photo in the supported datasets and below Pillow's own guard
 # (`PIL.Image.MAX_IMAGE_PIXELS`, 89 MP warn, 179 MP error), which is left as it
-# is: a library should not change process-wide Pillow settings.
+# is: a library should not change process-wide Pillow settings. Pillow's error,
+# and its warning where warnings are errors, count as 'too_large' too.
 MAX_IMAGE_PIXELS = 64_000_000
+
+# Images whose long side exceeds this many times the short side are refused
+# before decoding: resized to the crop size on the short side, a 1-pixel-high
+# strip within the pixel limit would still grow to gigabytes. 32:1 keeps
+# every panorama.
+MAX_ASPECT_RATIO = 32
+
+# Why a file is left out (one per skipped file): unreadable (I/O error),
+# empty (zero bytes), not_an_image, too_large (see above), extreme_aspect,
+# corrupt (truncated or malformed), grayscale (no colour to learn).
+SKIP_KINDS = ("unreadable", "empty", "not_an_image", "too_large",
+              "extreme_aspect", "corrupt", "grayscale")
+# What was done to a file that is used (a file may have several).
+CONVERSION_KINDS = ("converted_cmyk", "converted_palette", "converted_alpha",
+                    "converted_16bit", "converted_other", "exif_rotated",
+                    "upscaled")
 
 # An RGB image is treated as grayscale when the mean over pixels of
 # max(R, G, B) - min(R, G, B) is at most this (on 0..255), measured after the
@@ -46,7 +64,12 @@ EVENTS = "_events"
 # ours: decoding catches them all and reports the file as corrupt.
 _DECODE_ERRORS = (Exception,)
 
+# Skipped files named in the log per kind and process; the rest are only
+# counted (a dataset can hold thousands of grayscale photos).
+MAX_WARNINGS_PER_KIND = 20
+
 _warned_keys: set[str] = set()
+_warnings_per_kind: dict[str, int] = {}
 _warned_lock = threading.Lock()
 
 
@@ -56,7 +79,13 @@ def _warn_once(key: str, kind: str) -> None:
     if key in _warned_keys:
       return
     _warned_keys.add(key)
-  logging.warning("jaxcolor.data: skipping %s (%s).", key, kind)
+    shown = _warnings_per_kind.get(kind, 0)
+    _warnings_per_kind[kind] = shown + 1
+  if shown < MAX_WARNINGS_PER_KIND:
+    logging.warning("jaxcolor.data: skipping %s (%s).", key, kind)
+  elif shown == MAX_WARNINGS_PER_KIND:
+    logging.warning("jaxcolor.data: more files skipped as %s; counted, not "
+                    "named.", kind)
 
 
 def _reduce_while_decoding(im: Image.Image, short_side: int) -> None:
@@ -119,8 +148,8 @@ def decode(encoded: bytes | None, *, short_side: int | None = None,
 
   Returns:
     (image, events). image is None when the file is unusable; then the last
-    event names why: 'unreadable', 'empty', 'not_an_image', 'too_large' or
-    'corrupt'.
+    event names why: 'unreadable', 'empty', 'not_an_image', 'too_large',
+    'extreme_aspect' or 'corrupt'.
   """
   if encoded is None:
     return None, ["unreadable"]
@@ -131,6 +160,8 @@ def decode(encoded: bytes | None, *, short_side: int | None = None,
     im = Image.open(io.BytesIO(encoded))
     if im.width * im.height > max_pixels:
       return None, ["too_large"]
+    if max(im.size) > MAX_ASPECT_RATIO * min(im.size):
+      return None, ["extreme_aspect"]
     if short_side is not None:
       _reduce_while_decoding(im, short_side)
     if im.mode in ("RGB", "RGBA") and any(
@@ -141,7 +172,7 @@ def decode(encoded: bytes | None, *, short_side: int | None = None,
       events.append("exif_rotated")
       ImageOps.exif_transpose(im, in_place=True)
     im = _to_rgb(im, events)
-  except Image.DecompressionBombError:
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning):
     return None, ["too_large"]
   except UnidentifiedImageError:
     return None, ["not_an_image"]
@@ -193,7 +224,8 @@ class DecodeAndResize(grain.transforms.Map):
   """Source record -> {'image': [H, W, 3] uint8 with min(H, W) = image_size}.
 
   Unusable files and (with `drop_grayscale`) grayscale images come out as a
-  record without 'image'; `EVENTS` says why.
+  record without 'image' and with `EVENTS` = (why,); a used image's `EVENTS`
+  are its conversions.
   """
   image_size: int
   drop_grayscale: bool = True
@@ -218,7 +250,10 @@ class DecodeAndResize(grain.transforms.Map):
           events.append("upscaled")
         out["image"] = image
     if "image" not in out:
-      _warn_once(record.get("key", "?"), events[-1])
+      # A skipped file counts once, under its reason: a grayscale 16-bit
+      # PNG is a skipped grayscale image, not also a 16-bit conversion.
+      events = events[-1:]
+      _warn_once(record.get("key", "?"), events[0])
     out[EVENTS] = tuple(events)
     return out
 

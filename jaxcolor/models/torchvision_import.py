@@ -27,6 +27,7 @@ Without torch, export once where torch is installed:
 import functools
 import hashlib
 import os
+import pickle
 import re
 from typing import Any, Mapping, Optional
 
@@ -108,8 +109,7 @@ def load_state_dict(path: str, *,
         f"{', '.join(_EXTENSIONS)}.")
   check_sha256_prefix(path, expected_sha256_prefix)
   if ext == ".npz":
-    with np.load(path, allow_pickle=False) as archive:
-      return {name: archive[name] for name in archive.files}
+    return read_npz(path)
   if ext == ".safetensors":
     try:
       from safetensors.numpy import load_file
@@ -125,13 +125,32 @@ def load_state_dict(path: str, *,
         f"Reading {path} needs PyTorch (pip install torch); without it, "
         f"export the state dict to .npz once where torch is installed (see "
         f"jaxcolor/models/torchvision_import.py).") from e
-  loaded = torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    # torch's message runs over several lines; its reason is on one.
+    reason = next((line.strip().split(". ")[0] for line in str(e).splitlines()
+                   if "WeightsUnpickler error" in line), "not a state dict")
+    raise ValueError(
+        f"{path} holds pickled objects other than tensors; they are never "
+        f"unpickled (torch.load(weights_only=True): {reason}).") from None
   if not isinstance(loaded, Mapping) or not all(
       isinstance(v, torch.Tensor) for v in loaded.values()):
     raise ValueError(
         f"{path} does not hold a state dict (a mapping of names to tensors); "
         f"got {type(loaded).__name__}.")
   return {name: value.detach().cpu().numpy() for name, value in loaded.items()}
+
+
+def read_npz(path: str) -> StateDict:
+  """An .npz's arrays, without unpickling anything (allow_pickle=False)."""
+  try:
+    with np.load(path, allow_pickle=False) as archive:
+      return {name: archive[name] for name in archive.files}
+  except ValueError as e:  # Object arrays, or a pickle named .npz.
+    raise ValueError(
+        f"{path} is not an .npz of plain arrays ({e}); pickled objects in "
+        "weight files are never loaded.") from None
 
 
 def load_torchvision_resnet18(

@@ -1,7 +1,8 @@
 """What every system shares: the per-network train state and the interface.
 
 A system composes networks into one training step. Its state is a dict
-`{'step': int32[], '<network>': TrainState, ...}`; `train_step` is a pure
+`{'step': int32[], 'skipped_steps': int32[], '<network>': TrainState, ...}`
+(the counters from `counters()`); `train_step` is a pure
 function `(state, batch, rng) -> (state, metrics)` that the training loop jits
 once over the device mesh. Nothing here knows about data, logging or files.
 """
@@ -24,6 +25,16 @@ Metrics = dict[str, jax.Array]
 
 # The phase name of systems that train the same way from start to end.
 SINGLE_PHASE = "train"
+# The state's count of steps whose update was discarded as non-finite
+# (jaxcolor/train.py `guard_nonfinite`); systems never touch it.
+SKIPPED_STEPS = "skipped_steps"
+
+
+def counters() -> State:
+  """The counters every system's initial state starts with: the steps taken
+  (`train_step` advances it) and the steps skipped as non-finite."""
+  return {"step": jnp.zeros((), jnp.int32),
+          SKIPPED_STEPS: jnp.zeros((), jnp.int32)}
 
 
 class TrainState(train_state.TrainState):
@@ -59,9 +70,13 @@ def create_train_state(module: nn.Module, tx: optax.GradientTransformation,
   params_rng, dropout_rng = jax.random.split(rng)
   variables = module.init({"params": params_rng, "dropout": dropout_rng},
                           example_input, train=False)
-  return TrainState.create(
+  state = TrainState.create(
       apply_fn=module.apply, params=variables["params"], tx=tx,
       batch_stats=variables.get("batch_stats", {}))
+  # Flax starts `step` at the Python int 0, a weakly typed int32 once traced,
+  # where a restored checkpoint holds a plain int32: the step of a fresh run
+  # and of a resumed one would then be two programs, compiled twice.
+  return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def apply_train(state: TrainState, params: Any, x: jax.Array,

@@ -96,7 +96,7 @@ class Classifier(base.System):
   def init(self, rng: jax.Array) -> base.State:
     size = self.config.image_size
     example = jnp.zeros((1, size, size, self.input_channels), jnp.float32)
-    return {"step": jnp.zeros((), jnp.int32),
+    return {**base.counters(),
             NETWORK: base.create_train_state(self.network, self.tx, rng,
                                              example)}
 

@@ -181,7 +181,7 @@ class Iizuka(base.System):
     size = self.config.image_size
     lightness = jnp.zeros((1, size, size, 1), jnp.float32)
     return {
-        "step": jnp.zeros((), jnp.int32),
+        **base.counters(),
         "colorizer": base.create_train_state(self.colorizer, self.tx, rng,
                                              lightness),
     }

@@ -70,7 +70,7 @@ class Pix2Pix(base.System):
     lightness = jnp.zeros((1, size, size, 1), jnp.float32)
     lab = jnp.zeros((1, size, size, 3), jnp.float32)
     return {
-        "step": jnp.zeros((), jnp.int32),
+        **base.counters(),
         "generator": base.create_train_state(self.generator, self.tx, g_rng,
                                              lightness),
         "discriminator": base.create_train_state(self.discriminator, self.tx,

@@ -1,0 +1,218 @@
+"""Configuration errors are one clear line, found before anything compiles
+or is written: invalid values, image sizes the networks cannot take, batches
+the devices cannot split, unknown or unprepared datasets, and a checkpoint
+that does not fit the config."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxcolor import checkpointing
+from jaxcolor import configuration
+from jaxcolor import train
+
+from helpers import REPO, load_config, make_checkpoint
+
+# One worker runs the whole file: its tests share module-scoped results
+# (`python -m pytest -n 2` distributes with --dist loadgroup, pyproject.toml).
+pytestmark = pytest.mark.xdist_group("config_errors")
+
+# -- the command line ------------------------------------------------------------
+
+_CLI_CASES = {
+    # name: (extra argv, environment, text the one line must hold)
+    "batch_over_devices": (["--config.batch_size=12"], {"JAX_NUM_CPU_DEVICES": "8"},
+                           ["config.batch_size=12", "multiple of 8"]),
+    "unknown_field": (["--config.batchsize=8"], {},
+                      ["'batchsize'", "did you mean 'batch_size'"]),
+    "unknown_preset": (None, {}, ["smok", "did you mean 'smoke'"]),
+    "image_size_for_depth": (["--config.image_size=64",
+                              "--config.generator.num_downsamplings=8"], {},
+                             ["config.image_size=64", "num_downsamplings=8"]),
+    "unprepared_tfds": (["--config.dataset=cifar10", "--config.data_dir={tmp}"],
+                        {}, ["config.dataset='cifar10'",
+                             "tfds build cifar10 --data_dir {tmp}"]),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_results(tmp_path_factory):
+  """Every case's `python -m jaxcolor.main`, run side by side (each fails in
+  seconds; together they would otherwise add up)."""
+  tmp = tmp_path_factory.mktemp("cli")
+  running = {}
+  for name, (extra, env, _) in _CLI_CASES.items():
+    preset = "smok" if extra is None else "smoke"
+    argv = [sys.executable, "-m", "jaxcolor.main", "--config",
+            f"{REPO / 'configs/default.py'}:{preset}",
+            "--workdir", str(tmp / name)]
+    argv += [a.format(tmp=tmp) for a in extra or []]
+    running[name] = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp, env={**os.environ, **env})
+  results = {}
+  for name, process in running.items():
+    _, stderr = process.communicate(timeout=300)
+    results[name] = (process.returncode, stderr)
+  return tmp, results
+
+
+@pytest.mark.parametrize("case", sorted(_CLI_CASES))
+def test_cli_error_is_one_line_before_anything_is_written(cli_results, case):
+  tmp, results = cli_results
+  returncode, stderr = results[case]
+  lines = [l for l in stderr.splitlines() if l.startswith("Configuration error")]
+  assert returncode == 2, stderr[-2000:]
+  assert "Traceback" not in stderr, stderr[-2000:]
+  assert len(lines) == 1, stderr[-2000:]
+  for text in _CLI_CASES[case][2]:
+    assert text.format(tmp=tmp) in lines[0]
+  assert not (tmp / case / "config.json").exists()
+
+
+# -- validation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path,size", [
+    ("configs/default.py", 48),           # 5 downsamplings: multiples of 32.
+    ("configs/pix2pix_improver.py", 40),
+    ("configs/resnet18_unet.py", 48),     # The ResNet encoder: 32.
+    ("configs/dla_cdcgan.py", 36),        # Smoke: 3 downsamplings, 8.
+    ("configs/iizuka.py", 36),            # Multiples of 8.
+])
+def test_image_size_each_generator_cannot_take(tmp_path, path, size):
+  config = load_config(path)
+  config.image_size = size
+  with pytest.raises(configuration.ConfigError, match=f"image_size={size}"):
+    train.setup(config, str(tmp_path))
+
+
+def test_invalid_values_name_the_key():
+  config = load_config("configs/default.py")
+  with config.unlocked():
+    config.generator.ngf = -8
+  with pytest.raises(configuration.ConfigError,
+                     match=r"config.generator.ngf=-8 .*negative"):
+    configuration.validate(config, device_count=8)
+  config = load_config("configs/default.py")
+  with pytest.raises(configuration.ConfigError,
+                     match="split evenly over the 3 hosts"):
+    configuration.validate(config, device_count=1, process_count=3)
+  with config.unlocked():
+    config.num_train_step = 3
+  with pytest.raises(configuration.ConfigError,
+                     match="'num_train_step' .*did you mean 'num_train_steps'"):
+    configuration.validate(config, device_count=1)
+  config = load_config("configs/iizuka.py")  # ADADELTA: no momentum.
+  with config.unlocked():
+    config.optimizer.momentum = 0.9
+  with pytest.raises(configuration.ConfigError, match=(
+      r"'optimizer.momentum'; the adadelta optimizer reads: .*rho, eps")):
+    configuration.validate(config, device_count=1,
+                           extra_fields=("colorizer",))
+  with pytest.raises(configuration.ConfigError,
+                     match="preset smok .*did you mean 'smoke'"):
+    load_config("configs/default.py", "smok")
+
+
+def test_config_file_errors_become_one_line():
+  message = configuration.flag_error_message(
+      OSError("Configuration is not available because of an earlier failure "
+              "to load: Failed loading config file config_config\n  Attempted "
+              "[Relative path]:\n    /x/c.py\n      [Errno 2] No such file"),
+      ["main"])
+  assert message == "Cannot load the config file /x/c.py: [Errno 2] No such file"
+  # A config file's bug, not the command line's: its traceback is kept.
+  assert configuration.flag_error_message(AttributeError("'zzz'"),
+                                          ["main"]) is None
+
+
+# -- datasets --------------------------------------------------------------------
+
+
+def test_datasets_unknown_missing_or_unprepared(tmp_path):
+  config = load_config("configs/default.py")
+  check = configuration.check_datasets
+  config.dataset = "places365_smal"
+  with pytest.raises(configuration.ConfigError, match=(
+      "config.dataset='places365_smal'.*did you mean 'places365_small'")):
+    check(config)
+  config.dataset = "tfds:cifar100000"
+  with pytest.raises(configuration.ConfigError, match="did you mean 'cifar100'"):
+    check(config)
+  config.dataset = f"folder:{tmp_path / 'absent'}"
+  with pytest.raises(configuration.ConfigError, match="does not exist"):
+    check(config)
+  config.dataset = f"folder:{tmp_path}"
+  with pytest.raises(configuration.ConfigError, match="No image files"):
+    check(config)
+  config.dataset = "sample"
+  config.eval_dataset = "places365_small"
+  config.data_dir = str(tmp_path)
+  with pytest.raises(configuration.ConfigError) as error:
+    check(config)
+  assert "config.eval_dataset='places365_small'" in str(error.value)
+  assert (f"tfds build places365_small --data_dir {tmp_path} "
+          "--file_format array_record") in str(error.value)
+  # An evaluation run reads only the evaluation split's dataset.
+  config.dataset, config.eval_dataset = "places365_small", "sample"
+  check(config, train=False)
+  with pytest.raises(configuration.ConfigError, match="places365_small"):
+    check(config)
+
+
+def test_dataset_is_checked_before_the_workdir_and_any_compile(tmp_path,
+                                                               monkeypatch):
+  def compiles(*args, **kwargs):
+    raise AssertionError("compiled before the dataset was checked")
+  monkeypatch.setattr(train, "init_state", compiles)
+  config = load_config("configs/default.py")
+  config.eval_dataset = f"folder:{tmp_path / 'absent'}"
+  with pytest.raises(configuration.ConfigError, match="config.eval_dataset"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run" / "config.json").exists()
+
+
+# -- checkpoints -----------------------------------------------------------------
+
+
+def test_checkpoint_that_does_not_fit_the_config(tmp_path):
+  config = load_config("configs/default.py")  # ngf 8.
+  workdir = tmp_path / "run"
+  make_checkpoint(config, workdir, steps=(2,))
+  written = (workdir / "config.json").read_text()
+
+  wider = load_config("configs/default.py")
+  wider.generator.ngf = 16
+  with pytest.raises(checkpointing.CheckpointMismatchError) as error:
+    train.setup(wider, str(workdir))
+  message = str(error.value)
+  assert "step 2" in message and str(workdir / "checkpoints") in message
+  assert ("generator/params/down_0/kernel is (4, 4, 1, 8) in the checkpoint "
+          "but (4, 4, 1, 16) in this config") in message
+  assert str(workdir / "config.json") in message
+  assert (workdir / "config.json").read_text() == written
+
+  # Arrays that only one side has are counted and the first named.
+  shallower = load_config("configs/default.py")
+  shallower.discriminator.num_layers = 2
+  with pytest.raises(checkpointing.CheckpointMismatchError,
+                     match=r"not in this config, first discriminator/params/"):
+    train.setup(shallower, str(workdir))
+
+  # The same check guards every restore (evaluation, colorize).
+  import jax  # noqa: PLC0415
+  from jaxcolor import systems  # noqa: PLC0415
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", keep=3,
+                                    asynchronous=False)
+  abstract = jax.eval_shape(systems.create(wider).init, jax.random.key(0))
+  with pytest.raises(checkpointing.CheckpointMismatchError):
+    ckpt.restore(2, abstract)
+  same = jax.eval_shape(systems.create(config).init, jax.random.key(0))
+  state = ckpt.restore(2, same)
+  assert state["generator"].params["down_0"]["kernel"].shape == (4, 4, 1, 8)
+  assert np.all(np.isfinite(state["generator"].params["down_0"]["kernel"]))
+  ckpt.close()
