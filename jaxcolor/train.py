@@ -103,7 +103,8 @@ def jit_train_step(system: systems.System, mesh, abstract_state: Any,
   state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh),
                                 abstract_state)
   step = jax.jit(
-      guard_nonfinite(system.phase_train_step(phase), system.networks),
+      guard_nonfinite(system.phase_train_step(phase), system.networks,
+                      discard=system.config.skip_nonfinite_steps),
       in_shardings=(state_sharding, parallel.batch_sharded(mesh),
                     parallel.replicated(mesh)),
       out_shardings=(state_sharding, parallel.replicated(mesh)),
@@ -111,8 +112,9 @@ def jit_train_step(system: systems.System, mesh, abstract_state: Any,
   return step, state_sharding
 
 
-def guard_nonfinite(train_step, networks: tuple[str, ...]):
-  """`train_step` that discards an update holding a non-finite value.
+def guard_nonfinite(train_step, networks: tuple[str, ...], *,
+                    discard: bool = True):
+  """`train_step` that flags, and with `discard` drops, a non-finite update.
 
   Network `n` is finite when its metrics (named `n_*`, after any
   '<phase>/' prefix) and its new state (`state[n]` and entries named
@@ -125,6 +127,12 @@ def guard_nonfinite(train_step, networks: tuple[str, ...]):
   `nonfinite_<n>` (1.0 where `n` was not finite) and `skipped_steps`, the
   state's count of dropped updates (`systems.base.SKIPPED_STEPS`); the host
   decides whether to stop (`_check_finite`).
+
+  Without `discard` (the training loop's default, `skip_nonfinite_steps`
+  False) the update is kept and only flagged: the host stops the run at its
+  next check, which comes before any checkpoint is written, so no
+  checkpoint holds a non-finite value either, and the step does not pay
+  for selecting between two copies of the state.
   """
   skipped_key = systems.base.SKIPPED_STEPS
 
@@ -140,8 +148,11 @@ def guard_nonfinite(train_step, networks: tuple[str, ...]):
           jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(parts)
           if jnp.issubdtype(leaf.dtype, jnp.inexact)])
     ok = jnp.all(jnp.stack([True, *finite.values()]))
-    kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
-                        new_state, state)
+    if discard:
+      kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
+                          new_state, state)
+    else:
+      kept, ok = dict(new_state), jnp.array(True)
     kept["step"] = new_state["step"]
     metrics = dict(metrics, **{f"nonfinite_{name}": (~value).astype(jnp.float32)
                                for name, value in finite.items()})
@@ -329,6 +340,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.info("%s", _format_line(step, config.num_train_steps, scalars))
 
       at_end = step == config.num_train_steps
+      evaluating = (step % config.eval_every_steps == 0 or at_end
+                    or step % config.image_every_steps == 0)
+      if evaluating and not config.skip_nonfinite_steps:
+        # Nor is a diverged state evaluated (its numbers and images written).
+        _check_finite(pending, step, run, warn=False)
       if step % config.eval_every_steps == 0 or at_end:
         last_eval = _evaluate(run, state, eval_batches(), logger, step,
                               save_grid=step % config.image_every_steps == 0 or at_end)
@@ -458,7 +474,11 @@ def _check_finite(pending: list[dict], step: int, run: Run, *,
     return out
   where = ", ".join(f"{name} at step {at}" for name, at in first_bad.items())
   if not run.config.skip_nonfinite_steps:
+    # The networks of the first non-finite step: the steps after it start
+    # from its values, so every network follows.
     at = min(first_bad.values())
+    where = ", ".join(f"{name} at step {at}" for name, first in
+                      first_bad.items() if first == at)
     shown = [k for k, v in values[at - first_step].items()
              if not np.all(np.isfinite(v))]
     run.checkpointer.wait_until_finished()  # So the newest one is complete.
@@ -468,7 +488,7 @@ def _check_finite(pending: list[dict], step: int, run: Run, *,
     raise TrainingDiverged(
         f"non-finite {where} "
         f"({', '.join(shown) or 'new parameters or optimiser state'}); the "
-        f"update was discarded and the run stopped at step {step}. Last good "
+        f"run stopped at step {step} without saving. Last good "
         f"checkpoint: {checkpoint}. Lower the learning rate, or pass "
         "--config.skip_nonfinite_steps=True to skip such steps.")
   if warn:
