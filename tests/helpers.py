@@ -5,6 +5,7 @@ package).
 """
 
 import importlib.util
+import json
 from pathlib import Path
 
 import jax
@@ -154,3 +155,12 @@ def make_checkpoint(config, workdir: Path, steps=(3, 6), seed: int = 0) -> None:
     checkpointer.save(step, state, force=True)
   checkpointer.wait_until_finished()
   checkpointer.close()
+
+
+def train_lines(workdir) -> dict[int, dict]:
+  """metrics.jsonl's training lines by step (each step logged once)."""
+  lines = [json.loads(line) for line in
+           (workdir / "metrics.jsonl").read_text().splitlines()]
+  steps = [line["step"] for line in lines if "generator_loss" in line]
+  assert len(steps) == len(set(steps)), f"a step logged twice: {steps}"
+  return {line["step"]: line for line in lines if "generator_loss" in line}

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, train_lines
 
 LAUNCH = REPO / "launch" / "local_multiprocess.sh"
 # The smoke networks at 32 px; every step logged, checkpoints at steps 2 and 4.
@@ -43,14 +43,6 @@ def _train(workdir, *, processes: int, devices: int):
   assert result.returncode == 0, result.stderr[-3000:] + logs
 
 
-def _train_lines(workdir) -> dict[int, dict]:
-  lines = [json.loads(line) for line in
-           (workdir / "metrics.jsonl").read_text().splitlines()]
-  steps = [line["step"] for line in lines if "generator_loss" in line]
-  assert len(steps) == len(set(steps)), f"a step logged twice: {steps}"
-  return {line["step"]: line for line in lines if "generator_loss" in line}
-
-
 def _assert_same_losses(a: dict, b: dict, steps):
   # The all-reduces sum in another order across processes (within 1e-7), and
   # batch norm's one-pass variance, E[x^2] - E[x]^2 (Flax's fast variance),
@@ -70,9 +62,9 @@ def test_two_processes_train_and_resume_as_one_process(tmp_path):
   two = tmp_path / "two"
   _train(two, processes=2, devices=4)
 
-  reference = _train_lines(one)
+  reference = train_lines(one)
   assert sorted(reference) == [1, 2, 3, 4]
-  _assert_same_losses(reference, _train_lines(two), [1, 2, 3, 4])
+  _assert_same_losses(reference, train_lines(two), [1, 2, 3, 4])
   # Each process wrote its own data position into the shared checkpoint.
   assert sorted(p.name for p in (two / "checkpoints/4/data_iter").glob(
       "*.json")) == ["process_0-of-2.json", "process_1-of-2.json"]
@@ -85,7 +77,7 @@ def test_two_processes_train_and_resume_as_one_process(tmp_path):
   resumed = tmp_path / "resumed"
   shutil.copytree(one / "checkpoints/2", resumed / "checkpoints/2")
   _train(resumed, processes=2, devices=4)
-  continued = _train_lines(resumed)
+  continued = train_lines(resumed)
   assert sorted(continued) == [3, 4]
   _assert_same_losses(reference, continued, [3, 4])
 

@@ -23,7 +23,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers import REPO, load_config
+from helpers import REPO, load_config, train_lines
 
 from jaxcolor import checkpointing
 from jaxcolor import systems
@@ -155,14 +155,6 @@ def _restore_all(workdir) -> dict:
     checkpointer.close()
 
 
-def _train_lines(workdir) -> dict[int, dict]:
-  lines = [json.loads(line) for line in
-           (workdir / "metrics.jsonl").read_text().splitlines()]
-  steps = [line["step"] for line in lines if "generator_loss" in line]
-  assert len(steps) == len(set(steps)), f"a step logged twice: {steps}"
-  return {line["step"]: line for line in lines if "generator_loss" in line}
-
-
 def _assert_same_run(workdir, reference) -> None:
   """Same final state, leaf by leaf and bit for bit, and the same losses at
   every step as the uninterrupted run."""
@@ -172,7 +164,7 @@ def _assert_same_run(workdir, reference) -> None:
   assert len(leaves) == len(expected)
   for got, want in zip(leaves, expected):  # Params, batch stats, Adam moments.
     np.testing.assert_array_equal(got, want)
-  lines = _train_lines(workdir)
+  lines = train_lines(workdir)
   assert sorted(lines) == list(range(1, STEPS + 1))
   for step, line in lines.items():
     for key, value in reference_lines[step].items():
@@ -185,7 +177,7 @@ def reference(tmp_path_factory):
   """The uninterrupted run: final state and train lines of metrics.jsonl."""
   workdir = tmp_path_factory.mktemp("preemption") / "uninterrupted"
   _complete(_Run(workdir, 0))
-  return _restore_all(workdir)[STEPS], _train_lines(workdir)
+  return _restore_all(workdir)[STEPS], train_lines(workdir)
 
 
 def _after_some_steps(run: _Run, rng: random.Random) -> None:
@@ -249,7 +241,7 @@ def _sigterm(workdir, n: int, rng: random.Random) -> int:
   assert target <= step < STEPS
   # The checkpoint is at the step reached, and the log ends there too.
   assert _newest_checkpoint(workdir) == step
-  assert max(_train_lines(workdir)) == step
+  assert max(train_lines(workdir)) == step
   return step
 
 
@@ -315,4 +307,4 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
   data_files = (workdir / f"checkpoints/{step}/data_iter").glob("*.json")
   assert sorted(p.name for p in data_files) == ["process_0-of-2.json",
                                                 "process_1-of-2.json"]
-  assert max(_train_lines(workdir)) == step
+  assert max(train_lines(workdir)) == step
