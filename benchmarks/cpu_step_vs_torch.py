@@ -13,6 +13,14 @@ over all rounds and over the rounds in which BOTH steps had at least
 `--min_parallelism` of the cores, and the ratio torch / ours (above 1: ours
 is faster). The last line printed is one JSON object.
 
+Each timed step follows `--lead_in` untimed steps of the same implementation:
+a step that directly follows the other implementation's is slowed by its
+threads, which keep spinning for a while after their work (PyTorch's OpenMP
+team and XLA's thread pool both do). Measured here with no lead-in: our step
+took 1.6-1.8 s after one of ours and 2.2-2.7 s after one of PyTorch's, and
+PyTorch's 1.3-1.7 s after its own and 1.4-2.4 s after ours. In training, a
+step follows a step of its own.
+
 Both use the same threads: XLA's CPU client one per core of the affinity mask
 (restrict it with `taskset`), torch `--threads`. Not part of the package; needs
 torch (see torch_pix2pix_reference.py).
@@ -28,6 +36,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+if __name__ == "__main__":
+  # Both steps allocate through the same malloc: with huge pages (unless
+  # JAXCOLOR_HUGE_PAGES=0), as `python -m jaxcolor.main` runs.
+  from jaxcolor import host_memory  # noqa: E402
+  host_memory.restart_with_huge_pages()
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
@@ -75,7 +89,9 @@ def torch_step(image_size: int, batch_size: int):
   return lambda: model(lightness, ab)
 
 
-def timed(run) -> tuple[float, float]:
+def timed(run, lead_in: int = 0) -> tuple[float, float]:
+  for _ in range(lead_in):
+    run()
   wall, cpu = time.perf_counter(), time.process_time()
   run()
   return time.perf_counter() - wall, time.process_time() - cpu
@@ -88,6 +104,8 @@ def main():
   parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
   parser.add_argument("--rounds", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--lead_in", type=int, default=1,
+                      help="untimed steps before each timed one")
   parser.add_argument("--min_parallelism", type=float, default=0.9,
                       help="share of --threads a step must have had")
   args = parser.parse_args()
@@ -102,7 +120,7 @@ def main():
   rounds = []
   for i in range(args.rounds):
     order = list(runs) if i % 2 == 0 else list(runs)[::-1]
-    rounds.append({name: timed(runs[name]) for name in order})
+    rounds.append({name: timed(runs[name], args.lead_in) for name in order})
     print(" ".join(f"{name} {w:.3f} s (x{c / w:.2f})"
                    for name, (w, c) in rounds[-1].items()), file=sys.stderr)
 
@@ -119,7 +137,8 @@ def main():
   quiet = [r for r in rounds if all(
       c / w >= args.min_parallelism * args.threads for w, c in r.values())]
   result = {"image_size": args.image_size, "batch_size": args.batch_size,
-            "threads": args.threads, "torch": torch.__version__,
+            "threads": args.threads, "lead_in": args.lead_in,
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "torch": torch.__version__,
             "jax": jax.__version__, "load_average_before": round(load_before, 2),
             "load_average_after": round(os.getloadavg()[0], 2),
             "all_rounds": summary(rounds),

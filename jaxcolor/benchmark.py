@@ -39,6 +39,10 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+if __name__ == "__main__":
+  from jaxcolor import host_memory  # noqa: E402
+  host_memory.restart_with_huge_pages()  # Before anything is imported or run.
+
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
@@ -101,7 +105,11 @@ def synthetic_batch(config: ml_collections.ConfigDict, seed: int = 0
   block = max(size // 8, 1)
   low = rng.integers(0, 256, (local_batch, -(-size // block), -(-size // block), 3))
   image = np.kron(low, np.ones((1, block, block, 1)))[:, :size, :size]
-  return {"image": image.astype(np.uint8)}
+  batch = {"image": image.astype(np.uint8)}
+  if "classifier" in config:  # The classify system trains on labels.
+    batch["label"] = rng.integers(0, config.classifier.num_classes,
+                                  local_batch).astype(np.int32)
+  return batch
 
 
 def _cost(compiled) -> dict[str, float]:
@@ -245,6 +253,7 @@ def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
       "host_cpu_count": os.cpu_count(),
       "jax_version": jax.__version__,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
       "python": platform.python_version(),
   }
   if hasattr(os, "getloadavg"):

@@ -10,6 +10,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (for TensorBoard) is quiet.
 
+if __name__ == "__main__":
+  from jaxcolor import host_memory  # noqa: E402
+  host_memory.restart_with_huge_pages()  # Before anything is imported or run.
+
 import jax  # noqa: E402
 from absl import app
 from absl import flags

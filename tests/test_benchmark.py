@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, load_config
 from jax import lax
 
 from jaxcolor import benchmark
+from jaxcolor import systems
 
 REQUIRED = ("step_time_s", "images_per_s", "compile_s", "flops_per_step",
             "tflops_per_s", "mfu", "device_kind", "device_count",
@@ -68,3 +69,20 @@ def test_flops_come_from_xla_and_count_the_step():
 ])
 def test_peak_flops(kind, dtype, expected):
   assert benchmark.peak_flops(kind, dtype) == expected
+
+
+@pytest.mark.parametrize("path", sorted(
+    str(p.relative_to(REPO)) for p in (REPO / "configs").glob("*.py")))
+def test_synthetic_batch_feeds_every_systems_step(path):
+  # Traced only (shapes): the benchmark's batch has every key and shape the
+  # config's training step reads (the classifier's labels included).
+  config = load_config(path)
+  system = systems.create(config)
+  state = jax.eval_shape(system.init, jax.random.key(0))
+  batch = benchmark.synthetic_batch(config)
+  for phase in {system.phase(0), system.phase(config.num_train_steps - 1)}:
+    _, metrics = jax.eval_shape(system.phase_train_step(phase), state, batch,
+                                jax.random.key(1))
+    assert metrics
+  if "label" in batch:
+    assert batch["label"].max() < config.classifier.num_classes

@@ -31,9 +31,9 @@ POISONED = (2, 4)
 # -- the guard, on a toy two-network step (no training loop) --------------------
 
 
-def _toy_state():
+def _toy_state(tx=optax.sgd(0.5)):
   def network(value):
-    return base.TrainState.create(apply_fn=None, tx=optax.sgd(0.5),
+    return base.TrainState.create(apply_fn=None, tx=tx,
                                   params={"w": jnp.full((3,), value)})
   return {**base.counters(), "discriminator": network(1.0),
           "generator": network(2.0)}
@@ -117,6 +117,34 @@ def test_skip_option_is_validated():
     config.skip_nonfinite_steps = "yes"
   with pytest.raises(configuration.ConfigError, match="skip_nonfinite_steps"):
     configuration.validate(config, device_count=8)
+
+
+def test_gradient_norm_stands_for_parameters_and_optimiser_state():
+  """A network reporting `<name>_grad_norm` is judged by it (and its batch
+  statistics and metrics), not by a pass over its parameters and moments."""
+  def step_with_norms(state, batch, rng):
+    new_state, metrics = _toy_step(state, batch, rng)
+    grad = jnp.ones((3,)) * batch["generator_scale"]
+    return new_state, dict(metrics, generator_grad_norm=jnp.linalg.norm(grad))
+
+  def count_isfinite(step_fn):
+    guarded = train.guard_nonfinite(step_fn, ("discriminator", "generator"))
+    # With a momentum buffer: parameters and optimiser state to skip.
+    state = _toy_state(optax.sgd(0.5, momentum=0.9))
+    jaxpr = jax.make_jaxpr(guarded)(state, _toy_batch(), jax.random.key(0))
+    return str(jaxpr).count("is_finite")
+
+  state = jax.device_get(_toy_state())
+  step = jax.jit(train.guard_nonfinite(step_with_norms,
+                                       ("discriminator", "generator")))
+  kept, metrics = jax.device_get(step(state, _toy_batch(generator_scale=np.inf),
+                                      jax.random.key(0)))
+  assert metrics["nonfinite_generator"] == 1
+  assert metrics["nonfinite_discriminator"] == 0
+  np.testing.assert_array_equal(kept["generator"].params["w"], 2.0)
+  # G's parameters and momentum are not read (-2), its norm is (+1); D
+  # (no norm reported) is read leaf by leaf in both.
+  assert count_isfinite(step_with_norms) == count_isfinite(_toy_step) - 2 + 1
 
 
 # -- the training loop ----------------------------------------------------------

@@ -64,26 +64,37 @@ def _init_transpose(k, p, op, x, features=5):
   return module, params
 
 
+# Both forward forms: few outputs (matrix product and shifted sums, as every
+# generator's ab layer) and more than `layers._FEW_OUTPUTS` (convolutions).
+FEATURES = [5, layers._FEW_OUTPUTS + 3]
+
+
+@pytest.mark.parametrize("features", FEATURES)
 @pytest.mark.parametrize("k,p,op", CONFIGS)
-def test_conv_transpose_2x_matches_pytorch_formula(k, p, op):
+def test_conv_transpose_2x_matches_pytorch_formula(k, p, op, features):
   x = normal((2, 5, 6, 3), seed=2)
-  module, params = _init_transpose(k, p, op, x)
+  module, params = _init_transpose(k, p, op, x, features)
   y = module.apply({"params": params}, x)
   expected = scatter_conv_transpose(
       np.asarray(x, np.float64), np.asarray(params["kernel"], np.float64), p, op)
   expected += np.asarray(params["bias"])
-  assert y.shape == (2, 10, 12, 5)
+  assert y.shape == (2, 10, 12, features)
   np.testing.assert_allclose(y, expected, atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(
       lax_conv_transpose(x, params["kernel"], p, op) + params["bias"], expected,
       atol=1e-5, rtol=1e-5)
 
 
+# Inputs of up to, and of more than, `layers._SMALL_WEIGHT_GRADIENT`
+# positions: the weight gradient as a patch product, and as a convolution's.
+@pytest.mark.parametrize("shape", [(2, 4, 4, 3), (1, 5, 4, 3)])
+@pytest.mark.parametrize("features", FEATURES)
 @pytest.mark.parametrize("k,p,op", CONFIGS)
-def test_conv_transpose_2x_gradient_matches_lax_conv_transpose(k, p, op):
-  x = normal((2, 4, 4, 3), seed=3)
-  module, params = _init_transpose(k, p, op, x)
-  cotangent = normal((2, 8, 8, 5), seed=4)
+def test_conv_transpose_2x_gradient_matches_lax_conv_transpose(k, p, op,
+                                                              features, shape):
+  x = normal(shape, seed=3)
+  module, params = _init_transpose(k, p, op, x, features)
+  cotangent = normal((shape[0], 2 * shape[1], 2 * shape[2], features), seed=4)
 
   def ours(params, x):
     return module.apply({"params": params}, x)
@@ -144,11 +155,13 @@ def test_conv_transpose_2x_of_one_pixel_and_its_gradients(k, p, op):
     np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-5)
 
 
-# Input sizes through every form of conv_2x: the strided convolution, the
-# space-to-depth one (input smaller than the kernel) and the matrix product
-# (one output pixel).
-@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (2, 4, 4, 3), (3, 2, 4, 2),
-                                   (2, 2, 2, 5)])
+# Input sizes through every form of conv_2x: the strided convolution and its
+# own weight gradient (more than `layers._SMALL_OUTPUT` output positions), the
+# patch product with a convolution's weight gradient (more than
+# `_SMALL_WEIGHT_GRADIENT`), patch products in both, and the matrix product
+# of one output pixel.
+@pytest.mark.parametrize("shape", [(1, 18, 20, 3), (2, 10, 8, 3), (2, 8, 6, 3),
+                                   (2, 4, 4, 3), (3, 2, 4, 2), (2, 2, 2, 5)])
 def test_conv_2x_is_nn_conv_with_the_same_gradients(shape):
   x = normal(shape, seed=14)
   ours = layers.Conv2x(6)

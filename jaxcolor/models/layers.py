@@ -99,10 +99,10 @@ def _phase_taps(kernel_size: int, padding: int, phase: int) -> tuple[list[int], 
 # pass, the fast form of the same sums, using that each is the other's input
 # gradient:
 #
-#   strided conv     forward: strided conv         (space-to-depth if tiny)
+#   strided conv     forward: strided conv         (patch product if small)
 #                    input gradient: phase convolutions (transposed conv of g)
-#                    weight gradient: strided conv's own
-#   transposed conv  forward: phase convolutions
+#                    weight gradient: strided conv's own (patch product if small)
+#   transposed conv  forward: phase convolutions   (tap product if few outputs)
 #                    input gradient: strided conv of g
 #                    weight gradient: the strided conv's, with x as cotangent
 #
@@ -121,26 +121,73 @@ def _phase_convolutions(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Ar
   output phase (row parity x column parity), interleaved: [B, H, W, I] ->
   [B, 2H, 2W, O]. No dilation anywhere, so no slow form in the forward pass."""
   k = kernel.shape[0]
-  batch, height, width, _ = x.shape
+  _, height, width, _ = x.shape
   if height == width == 1:
     # Output (r, c) reads only tap (r + p, c + p) of the one input pixel: a
     # matrix product (as convolutions XLA would swap the operands, 10x slower).
     return jnp.einsum("bi,hwio->bhwo", x[:, 0, 0],
                       kernel[padding:padding + 2, padding:padding + 2])
-  phases = []
-  for row_phase in (0, 1):
+  if kernel.shape[-1] <= _FEW_OUTPUTS or height * width < k * k:
+    return _tap_products(x, kernel, padding)
+
+  def phase(row_phase, col_phase):
     row_taps, row_lo, row_hi = _phase_taps(k, padding, row_phase)
-    cols = []
-    for col_phase in (0, 1):
-      col_taps, col_lo, col_hi = _phase_taps(k, padding, col_phase)
-      sub_kernel = kernel[jnp.array(row_taps)][:, jnp.array(col_taps)]
-      cols.append(lax.conv_general_dilated(
-          x, sub_kernel, window_strides=(1, 1),
-          padding=((row_lo, row_hi), (col_lo, col_hi)),
-          dimension_numbers=_DIMENSIONS))
-    phases.append(jnp.stack(cols, axis=3))       # [B, H, W, 2(col), O]
-  y = jnp.stack(phases, axis=2)                    # [B, H, 2(row), W, 2, O]
-  return y.reshape(batch, 2 * height, 2 * width, kernel.shape[-1])
+    col_taps, col_lo, col_hi = _phase_taps(k, padding, col_phase)
+    sub_kernel = kernel[jnp.array(row_taps)][:, jnp.array(col_taps)]
+    return lax.conv_general_dilated(
+        x, sub_kernel, window_strides=(1, 1),
+        padding=((row_lo, row_hi), (col_lo, col_hi)),
+        dimension_numbers=_DIMENSIONS)
+  return _interleaved(phase)
+
+
+def _interleaved(phase) -> jax.Array:
+  """[B, 2H, 2W, O] whose pixel (2m + r, 2n + c) is pixel (m, n) of
+  `phase(r, c)` [B, H, W, O]."""
+  rows = [jnp.stack([phase(r, c) for c in (0, 1)], axis=3)  # [B, H, W, 2, O]
+          for r in (0, 1)]
+  y = jnp.stack(rows, axis=2)                                # [B, H, 2, W, 2, O]
+  batch, height, _, width, _, features = y.shape
+  return y.reshape(batch, 2 * height, 2 * width, features)
+
+
+# Up to this many output channels a transposed convolution's forward pass is
+# one matrix product (`_tap_products`): XLA:CPU runs a convolution with 2
+# outputs (every generator's last layer, ab) 18x slower than that product
+# (96 ms against 5.4 ms at 64 x 64 x 128 -> 128 x 128 x 2, batch 16, one
+# core); at 32 outputs the convolutions win (docs/benchmarks.md).
+_FEW_OUTPUTS = 16
+
+
+def _tap_products(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+  """`_phase_convolutions` as one matrix product and sums of shifted slices.
+
+  Every input pixel times every tap ([B, H, W, I] x [I, k * k * O]: the
+  transposed convolution's multiply-adds, none on padding), then output
+  phase (r, c) sums, over its taps, the products shifted by the tap's input
+  offset (`_phase_taps`).
+  """
+  k, _, channels, features = kernel.shape
+  batch, height, width, _ = x.shape
+  products = jnp.einsum("bhwi,iq->bhwq", x, kernel.transpose(2, 0, 1, 3)
+                        .reshape(channels, k * k * features))
+  products = products.reshape(batch, height, width, k, k, features)
+  margin = k // 2
+  products = jnp.pad(products, ((0, 0), (margin, margin), (margin, margin),
+                                (0, 0), (0, 0), (0, 0)))
+
+  def phase(row_phase, col_phase):
+    row_taps, row_lo, _ = _phase_taps(k, padding, row_phase)
+    col_taps, col_lo, _ = _phase_taps(k, padding, col_phase)
+    total = 0
+    for i, row_tap in enumerate(row_taps):
+      for j, col_tap in enumerate(col_taps):
+        # The i-th tap (by input offset) reads input m + i - lo.
+        top, left = margin + i - row_lo, margin + j - col_lo
+        total = total + products[:, top:top + height, left:left + width,
+                                 row_tap, col_tap]
+    return total
+  return _interleaved(phase)
 
 
 def _strided(x: jax.Array, kernel: jax.Array, pads: tuple[int, int]) -> jax.Array:
@@ -152,31 +199,62 @@ def _strided(x: jax.Array, kernel: jax.Array, pads: tuple[int, int]) -> jax.Arra
 
 def _strided_forward(x: jax.Array, kernel: jax.Array,
                      pads: tuple[int, int]) -> jax.Array:
-  """Stride-2 convolution; over the 2 x 2 space-to-depth input (a stride-1
-  convolution with a kernel of half the side) when the kernel covers more
-  positions than the input, where XLA would swap the operands."""
+  """Stride-2 convolution; a matrix product over the input's patches when
+  the output is small (at most `_SMALL_OUTPUT` positions), where XLA:CPU's
+  convolutions are 1.5-3x slower, or swap the operands when the kernel
+  covers more positions than the input."""
   k = kernel.shape[0]
   batch, height, width, channels = x.shape
   low, high = pads
-  if ((height + low + high - k) // 2 == (width + low + high - k) // 2 == 0
-      and low + max(height, width) <= k):
+  rows, cols = _strided_output_size(x.shape, k, pads)
+  if rows == cols == 1 and low + max(height, width) <= k:
     # One output pixel: input (h, w) meets tap (h + low, w + low), a matrix
     # product (the innermost U-Net level, 2 x 2 -> 1 x 1).
     taps = kernel[low:low + height, low:low + width]
     return jnp.einsum("bhwi,hwio->bo", x, taps)[:, None, None, :]
-  if (height * width >= k * k or k % 2 or low != high
-      or (height + low + high) % 2 or (width + low + high) % 2):
+  if rows * cols > _SMALL_OUTPUT:
     return _strided(x, kernel, pads)
+  return jnp.einsum("bhwq,qo->bhwo", _patches(x, k, pads),
+                    kernel.reshape(k * k * channels, kernel.shape[-1]))
+
+
+# Stride-2 convolutions with at most this many output positions (8 x 8) run
+# their forward pass as a matrix product over patches, and with at most
+# `_SMALL_WEIGHT_GRADIENT` (4 x 4) their weight gradient too. Measured on one
+# core at batch 16 (docs/benchmarks.md): forward 16 x 16 x 256 -> 8 x 8 x 512
+# 24 ms against 39 ms, 4 x 4 x 512 -> 2 x 2 x 1024 9.5 against 31; weight
+# gradient at 8 x 8 x 512 -> 4 x 4 x 512 17 against 33 ms but at 16 x 16 x
+# 256 -> 8 x 8 x 512 40 against 24 ms; from 16 x 16 outputs on the
+# convolutions are faster in both.
+_SMALL_OUTPUT = 64
+_SMALL_WEIGHT_GRADIENT = 16
+
+
+def _strided_output_size(shape: tuple[int, ...], k: int,
+                         pads: tuple[int, int]) -> tuple[int, int]:
+  _, height, width, _ = shape
+  return ((height + sum(pads) - k) // 2 + 1, (width + sum(pads) - k) // 2 + 1)
+
+
+def _patches(x: jax.Array, k: int, pads: tuple[int, int]) -> jax.Array:
+  """The k x k windows of a stride-2 convolution: [B, R, C, k * k * I], taps
+  in the kernel's (row, column, channel) order."""
+  rows, cols = _strided_output_size(x.shape, k, pads)
   x = jnp.pad(x, ((0, 0), pads, pads, (0, 0)))
-  rows, cols = (height + low + high) // 2, (width + low + high) // 2
-  x = x.reshape(batch, rows, 2, cols, 2, channels).transpose(0, 1, 3, 2, 4, 5)
-  x = x.reshape(batch, rows, cols, 4 * channels)
-  features = kernel.shape[-1]
-  kernel = kernel.reshape(k // 2, 2, k // 2, 2, channels, features)
-  kernel = kernel.transpose(0, 2, 1, 3, 4, 5).reshape(k // 2, k // 2,
-                                                      4 * channels, features)
-  return lax.conv_general_dilated(x, kernel, window_strides=(1, 1),
-                                  padding="VALID", dimension_numbers=_DIMENSIONS)
+  taps = [x[:, a:a + 2 * rows - 1:2, b:b + 2 * cols - 1:2]
+          for a in range(k) for b in range(k)]
+  return jnp.concatenate(taps, axis=-1)
+
+
+def _strided_weight_gradient(x: jax.Array, grad: jax.Array, k: int,
+                             pads: tuple[int, int]) -> jax.Array:
+  """d/dkernel of `_strided(x, kernel, pads)` pulled back from `grad`."""
+  rows, cols = grad.shape[1:3]
+  if rows * cols <= _SMALL_WEIGHT_GRADIENT:
+    flat = jnp.einsum("bhwq,bhwo->qo", _patches(x, k, pads), grad)
+    return flat.reshape(k, k, x.shape[-1], grad.shape[-1])
+  kernel = jax.ShapeDtypeStruct((k, k, x.shape[-1], grad.shape[-1]), x.dtype)
+  return jax.linear_transpose(lambda w: _strided(x, w, pads), kernel)(grad)[0]
 
 
 def _transposed_pads(kernel_size: int, padding: int,
@@ -203,8 +281,8 @@ def _conv_2x_forward(x, kernel, padding):
 def _conv_2x_backward(padding, residuals, grad):
   x, kernel = residuals
   grad_x = _phase_convolutions(grad, _swap_io(kernel), padding)
-  _, pullback = jax.vjp(lambda w: _strided(x, w, (padding, padding)), kernel)
-  (grad_kernel,) = pullback(grad)
+  grad_kernel = _strided_weight_gradient(x, grad, kernel.shape[0],
+                                         (padding, padding))
   return grad_x.astype(x.dtype), grad_kernel.astype(kernel.dtype)
 
 
@@ -230,8 +308,7 @@ def _conv_transpose_2x_backward(padding, output_padding, residuals, grad):
   grad_x = _strided_forward(grad, _swap_io(kernel), pads)
   # The transposed convolution's weight gradient is the weight gradient of
   # its adjoint, the strided convolution of `grad`, with x as its cotangent.
-  _, pullback = jax.vjp(lambda w: _strided(grad, w, pads), _swap_io(kernel))
-  (grad_kernel,) = pullback(x)
+  grad_kernel = _strided_weight_gradient(grad, x, kernel.shape[0], pads)
   return grad_x.astype(x.dtype), _swap_io(grad_kernel).astype(kernel.dtype)
 
 
@@ -244,8 +321,8 @@ class Conv2x(nn.Module):
   The same function and parameters as `nn.Conv(features, (k, k), strides=2,
   padding=padding)` (PyTorch's `Conv2d(in, out, k, stride=2, padding)`), with
   the passes computed in XLA:CPU's fast forms (`conv_2x`). Forward values are
-  those of `nn.Conv`, except on inputs smaller than the kernel, which take the
-  space-to-depth form (the same sums in another order).
+  those of `nn.Conv`, except for outputs of at most 8 x 8, which take the
+  patch product (the same sums in another order, within 1e-5).
 
   Attributes:
     features: output channels.
