@@ -86,7 +86,7 @@ def test_pix2pix_bfloat16_step_is_close_to_float32():
                                                config.image_size), mesh)
     state, metrics = step(state, batch, parallel.replicate(step_rng, mesh))
     runs[dtype] = jax.device_get((state, metrics))
-  (state32, metrics32), (state16, metrics16) = runs["float32"], runs["bfloat16"]
+  (_, metrics32), (state16, metrics16) = runs["float32"], runs["bfloat16"]
   assert _float_dtypes(state16) == {"float32"}
   for key in ("generator_l1_loss", "generator_gan_loss", "discriminator_loss"):
     assert metrics16[key].dtype == np.float32
