@@ -141,8 +141,8 @@ def guard_nonfinite(train_step, networks: tuple[str, ...], *,
   def guarded(state, batch, rng):
     new_state, metrics = train_step(state, batch, rng)
     finite = {}
+    metric_names = [key.rsplit("/", 1)[-1] for key in metrics]
     for name in networks:
-      metric_names = [key.rsplit("/", 1)[-1] for key in metrics]
       parts = [_unproven(key, value, f"{name}_grad_norm" in metric_names)
                for key, value in new_state.items()
                if key == name or key.startswith(name + "_")]
