@@ -42,7 +42,11 @@ Backbone (`config.backbone`, jaxcolor/backbone.py), for a fresh run:
       --config.backbone.path=/path/to/resnet18-f37072fd.pth   # or an .npz
   --config.backbone.source=checkpoint \
       --config.backbone.path=runs/classify    # configs/resnet18_classify.py
-The default 'none' starts the encoder from torchvision's random init.
+  --config.backbone.source=random      # no pretraining: not the papers'
+The source has no default: a run that names none stops before anything
+compiles and says how to supply weights (the papers' method starts from
+ImageNet weights; a silent random encoder is not that method). 'random'
+is logged as a warning.
 
 Presets:
   :lsgan  least-squares GAN loss for stage 2 (paper 001's MSE variant).
@@ -95,7 +99,7 @@ def get_config(arg=None):
   c.num_train_steps = (c.stages.get_ref("pretrain_steps")
                        + c.stages.get_ref("adversarial_steps"))
   c.backbone = ml_collections.ConfigDict({
-      "source": "none",   # 'none', 'torchvision' or 'checkpoint'.
+      "source": "",       # 'torchvision', 'checkpoint' or 'random'.
       "path": "",         # Weight file, or the classify run's workdir.
       "sha256": "",       # Expected hex prefix of the file's sha256 ('': only
                           # the one in a torch.hub file name is checked).
@@ -111,6 +115,7 @@ def get_config(arg=None):
     c.loss.gan_mode = "lsgan"
   if "smoke" in presets:
     smoke_preset(c)
+    c.backbone.source = "random"
     c.optimizer.decay_steps = 0
     c.stages.pretrain_steps = 3
     c.stages.adversarial_steps = 3

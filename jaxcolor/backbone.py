@@ -3,7 +3,11 @@
 Papers 001 (section 3.3) and 003 (section 6.5) start the generator's
 down-sampling path from an ImageNet-trained ResNet-18. `config.backbone`:
 
-  source='none'         no pretrained weights: torchvision's random init.
+  source='random'       no pretrained weights: torchvision's random init.
+                        Not the papers' method, so it must be asked for by
+                        name: an unset source ('') is an error that says
+                        how to supply weights, and a 'random' run logs a
+                        warning. ('none' is kept as a synonym of 'random'.)
   source='torchvision'  torchvision's ImageNet ResNet-18 state dict: `path`
                         is resnet18-f37072fd.pth (reading it needs torch) or
                         an .npz / .safetensors export of it. Its sha256 is
@@ -27,22 +31,33 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from jaxcolor.configuration import ConfigError
 from jaxcolor.models import torchvision_import
 
-SOURCES = ("none", "torchvision", "checkpoint")
+SOURCES = ("random", "none", "torchvision", "checkpoint")
+_RANDOM = ("random", "none")
 Variables = dict[str, Any]
 
 
 def check_config(backbone: ml_collections.ConfigDict) -> None:
   """The fields alone (no file is read)."""
-  source = backbone.get("source", "none")
+  source = backbone.get("source", "")
+  if not source:
+    raise ConfigError(
+        "config.backbone.source is unset: papers 001 and 003 start the "
+        "encoder from a pretrained ResNet-18. Set "
+        "--config.backbone.source=torchvision --config.backbone.path="
+        "resnet18-f37072fd.pth (torchvision's ImageNet weights), or "
+        "--config.backbone.source=checkpoint --config.backbone.path=RUN (a "
+        "configs/resnet18_classify.py run), or "
+        "--config.backbone.source=random to train from random weights.")
   if source not in SOURCES:
     raise ConfigError(
         f"config.backbone.source={source!r} is invalid: one of "
         f"{', '.join(SOURCES)}.")
-  if source != "none" and not backbone.get("path", ""):
+  if source not in _RANDOM and not backbone.get("path", ""):
     raise ConfigError(
         f"config.backbone.path is empty: source={source!r} needs "
         + ("a weight file (resnet18-f37072fd.pth or an .npz export)"
@@ -51,15 +66,19 @@ def check_config(backbone: ml_collections.ConfigDict) -> None:
 
 
 def load_resnet18(backbone: ml_collections.ConfigDict) -> Variables | None:
-  """ResNet18 variables {'params', 'batch_stats'} (numpy), or None for 'none'.
+  """ResNet18 variables {'params', 'batch_stats'} (numpy), or None for 'random'.
 
   Raises:
     ConfigError: the file or checkpoint is missing or does not hold a
       ResNet-18 (the message names the key, the path and the problem).
   """
   check_config(backbone)
-  source, path = backbone.get("source", "none"), backbone.get("path", "")
-  if source == "none":
+  source, path = backbone.get("source", ""), backbone.get("path", "")
+  if source in _RANDOM:
+    logging.warning(
+        "config.backbone.source=%r: the ResNet-18 encoder starts from "
+        "random weights, not the pretrained ones of papers 001 and 003.",
+        source)
     return None
   path = str(pathlib.Path(path).expanduser())
   if source == "torchvision":

@@ -1,7 +1,8 @@
 """Colorize photographs with a trained run, at their own size and detail.
 
   python -m jaxcolor.colorize --workdir runs/default --output colorized/ \\
-      old_photo.jpg scans/ [--checkpoint 2000] [--format jpeg] [--batch_size 8]
+      old_photo.jpg scans/ [--checkpoint 2000] [--format jpeg] [--batch_size 8] \\
+      [--network_output generator]
 
 Each INPUT is an image file or a folder (searched recursively). Outputs go to
 OUTPUT as `<stem>.png` (or `.jpg`), keeping the input's file name and, for
@@ -54,7 +55,11 @@ class Colorizer:
   """A restored system that colorizes whole images (see module docstring)."""
 
   def __init__(self, system: systems.System, state: Any, *, image_size: int,
-               step: int | None = None, batch_size: int = 8):
+               step: int | None = None, batch_size: int = 8,
+               output: str | None = None):
+    """`output`: which of the system's outputs colours the photos (e.g.
+    'generator' for the raw weights of a run that keeps an EMA); None: its
+    final output, the first that `System.colorize` returns."""
     if not getattr(system, "colorizes", True):
       raise ValueError(f"System {type(system).__name__} does not colorize.")
     self.system = system
@@ -62,17 +67,28 @@ class Colorizer:
     self.image_size = image_size
     self.step = step
     self.batch_size = batch_size
+    # The outputs in `colorize`'s own order (a traced dict comes back with
+    # its keys sorted, which would put 'generator' before 'generator_ema').
+    names = []
+    jax.eval_shape(
+        lambda s, x: names.extend(system.colorize(s, x)) or 0, state,
+        jax.ShapeDtypeStruct((1, image_size, image_size, 1), jnp.float32))
+    if output is not None and output not in names:
+      raise ValueError(f"output={output!r}: this run's outputs are "
+                       f"{', '.join(names)}.")
+    self.output = output or names[0]
 
     def predict_ab(state, rgb):
       lightness, _ = color.split_lab(rgb)
       outputs = system.colorize(state, lightness)
-      return color.net_to_ab(next(iter(outputs.values())).astype(jnp.float32))
+      return color.net_to_ab(outputs[self.output].astype(jnp.float32))
 
     self._predict_ab = jax.jit(predict_ab)
 
   @classmethod
   def from_workdir(cls, workdir: str | os.PathLike, checkpoint: int | None = None,
-                   *, batch_size: int = 8) -> "Colorizer":
+                   *, batch_size: int = 8, output: str | None = None
+                   ) -> "Colorizer":
     """The run in `workdir` at step `checkpoint` (None: the newest)."""
     workdir = pathlib.Path(workdir)
     config_path = workdir / "config.json"
@@ -101,7 +117,7 @@ class Colorizer:
     state = checkpointer.restore(step, target)
     checkpointer.close()
     return cls(system, state, image_size=config.image_size, step=step,
-               batch_size=batch_size)
+               batch_size=batch_size, output=output)
 
   def colorize(self, image: np.ndarray | Image.Image) -> np.ndarray:
     """One image (array or Pillow image) -> uint8 RGB [H, W, 3], same size."""
@@ -291,7 +307,8 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(2)
   try:
     colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint,
-                                       batch_size=FLAGS.batch_size)
+                                       batch_size=FLAGS.batch_size,
+                                       output=FLAGS.network_output)
     summary = colorize_files(colorizer, inputs, FLAGS.output,
                              file_format=FLAGS.format,
                              jpeg_quality=FLAGS.jpeg_quality)
@@ -301,7 +318,8 @@ def main(argv: Sequence[str]) -> None:
   for file, reason in summary["failed"].items():
     print(f"Skipped {file}: {reason}", file=sys.stderr)
   print(f"Colorized {len(summary['written'])} image(s) into {FLAGS.output} "
-        f"with the checkpoint at step {colorizer.step} on "
+        f"with output {colorizer.output!r} of the checkpoint at step "
+        f"{colorizer.step} on "
         f"{jax.devices()[0].platform.upper()}.")
   if summary["failed"]:
     sys.exit(1)
@@ -316,6 +334,10 @@ def _define_flags() -> None:
   flags.DEFINE_enum("format", "png", list(FORMATS), "Output file format.")
   flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality (--format=jpeg).")
   flags.DEFINE_integer("batch_size", 8, "Images per network call.")
+  flags.DEFINE_string("network_output", None,
+                      "Which of the run's outputs colours the photos, e.g. "
+                      "'generator' (raw weights) beside 'generator_ema'; "
+                      "default: the system's final output.")
   flags.mark_flags_as_required(["workdir", "output"])
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import ml_collections
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+GENERATOR_TEST_MODES = ("eval", "train")
 # config.optimizer.name (absent: 'adam'); built by jaxcolor.optimizers.create.
 OPTIMIZERS = ("adam", "adadelta", "sgd")
 # The fields each one reads besides `name`; any other is a typo.
@@ -41,6 +42,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.image_size = 256
   c.batch_size = 1               # Global, over all devices and hosts.
   c.worker_count = 0             # grain worker processes per host; 0 = in-process.
+  # Training crops: the shorter side is resized to image_size *
+  # train_resize_scale, then a random image_size square is cropped (and
+  # flipped). 1.0 crops from the whole shorter side; Isola et al.'s random
+  # jitter is 286 / 256 = 1.1171875.
+  c.train_resize_scale = 1.0
 
   c.num_train_steps = 1000
   c.seed = 0
@@ -63,7 +69,22 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.generator = ml_collections.ConfigDict({"name": "unet"})
   c.discriminator = ml_collections.ConfigDict({"name": "patchgan"})
-  c.loss = ml_collections.ConfigDict({"gan_mode": "vanilla", "l1_weight": 100.0})
+  # GAN systems: gan_weight * cGAN + l1_weight * L1 (pix2pix: 1 and 100).
+  # l1_warmup_steps: the first steps train G on L1 alone (D untouched), the
+  # remedy paper 003 (sec. 6.5) gives for the early GAN's wild colours.
+  c.loss = ml_collections.ConfigDict({"gan_mode": "vanilla", "l1_weight": 100.0,
+                                      "gan_weight": 1.0, "l1_warmup_steps": 0})
+  # GAN systems: an exponential moving average of the generator's weights
+  # (and batch statistics), evaluated as output 'generator_ema' beside the
+  # raw weights and used by colorize; 0 = off. Its decay ramps up as
+  # min(decay, (1 + t) / (10 + t)), so early steps do not dominate.
+  c.generator_ema_decay = 0.0
+  # How a GAN generator runs at test time: 'eval' (running batch-norm
+  # statistics, no dropout) or 'train' (Isola et al. 2017, sec. 3.3: dropout
+  # on and batch statistics of the test batch, here of each photo on its
+  # own, as their batch of 1; the result then does not depend on what else
+  # is in the batch).
+  c.generator_test_mode = "eval"
   # Adam and the pix2pix schedule: the rate is constant for `constant_steps`,
   # then decays linearly to zero over `decay_steps` (reference: n_epochs and
   # n_epochs_decay, counted here in steps). decay_steps = 0: constant.
@@ -195,6 +216,10 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
   _require(isinstance(config.seed, int), "seed", config.seed, "an integer")
   _require(config.worker_count >= 0, "worker_count", config.worker_count,
            "0 (in-process) or a positive number of worker processes")
+  _require(isinstance(config.train_resize_scale, (int, float))
+           and 1.0 <= config.train_resize_scale <= 4.0, "train_resize_scale",
+           config.train_resize_scale,
+           "a number between 1 (no jitter) and 4 (Isola et al.: 286 / 256)")
   _require(config.compute_dtype in COMPUTE_DTYPES, "compute_dtype",
            config.compute_dtype, f"one of {', '.join(COMPUTE_DTYPES)}")
   _require(isinstance(config.skip_nonfinite_steps, bool),
@@ -249,6 +274,12 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
     _require(opt.constant_steps == -1 or opt.constant_steps >= 0,
              "optimizer.constant_steps", opt.constant_steps,
              "-1 (the steps before the decay) or a non-negative integer")
+  _require(isinstance(config.generator_ema_decay, (int, float))
+           and 0 <= config.generator_ema_decay < 1, "generator_ema_decay",
+           config.generator_ema_decay, "0 (off) or a decay in (0, 1)")
+  _require(config.generator_test_mode in GENERATOR_TEST_MODES,
+           "generator_test_mode", config.generator_test_mode,
+           f"one of {', '.join(GENERATOR_TEST_MODES)}")
   _validate_evaluation(config.evaluation)
   _validate_network_sizes(config)
 

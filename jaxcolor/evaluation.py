@@ -34,19 +34,8 @@ def _image_metrics(lightness: jax.Array, ab: jax.Array, true_rgb: jax.Array,
   rgb = color.lab_net_to_rgb(lightness, ab)
   lab = jnp.concatenate([color.net_to_lightness(lightness),
                          color.net_to_ab(ab)], axis=-1)
-  colorfulness = metrics.colorfulness(rgb)
-  return {
-      "psnr": metrics.psnr(rgb, true_rgb),
-      "ssim": metrics.ssim(rgb, true_rgb),
-      "pixel_accuracy": metrics.pixel_accuracy(lab, true_lab),
-      "raw_accuracy_auc": metrics.raw_accuracy_auc(
-          lab[..., 1:], true_lab[..., 1:], max_distance=auc[0], step=auc[1]),
-      "ab_mse": metrics.ab_mse(lab[..., 1:], true_lab[..., 1:]),
-      "ab_mae": metrics.ab_mae(lab[..., 1:], true_lab[..., 1:]),
-      "colorfulness": colorfulness,
-      # Negative: less colourful than the photo (the usual desaturation).
-      "colorfulness_difference": colorfulness - true_colorfulness,
-  }
+  return metrics.image_metrics(rgb, lab, true_rgb, true_lab, true_colorfulness,
+                               auc_max_distance=auc[0], auc_step=auc[1])
 
 
 def auc_settings(system: System) -> tuple[float, float]:

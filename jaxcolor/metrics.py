@@ -179,3 +179,39 @@ def colorfulness(rgb: jax.Array) -> jax.Array:
   centre = jnp.sqrt(jnp.square(jnp.mean(rg, axis=axes))
                     + jnp.square(jnp.mean(yb, axis=axes)))
   return spread + 0.3 * centre
+
+
+def image_metrics(pred_rgb: jax.Array, pred_lab: jax.Array, true_rgb: jax.Array,
+                  true_lab: jax.Array, true_colorfulness: jax.Array, *,
+                  auc_max_distance: float = AUC_MAX_DISTANCE,
+                  auc_step: float = AUC_STEP) -> dict[str, jax.Array]:
+  """Every per-image colorization metric [B] of one prediction.
+
+  The one place the set of reported metrics is defined: the evaluator
+  (network outputs on an evaluation split) and `jaxcolor.score` (saved
+  images of any colorizer) both report exactly these.
+
+  Args:
+    pred_rgb, true_rgb: [B, H, W, 3] RGB in [0, 1].
+    pred_lab, true_lab: [B, H, W, 3] in Lab units.
+    true_colorfulness: [B], `colorfulness(true_rgb)` (computed once per
+      image by the caller, which scores several predictions against it).
+    auc_max_distance, auc_step: the raw accuracy AuC's sweep.
+
+  Returns:
+    {name: [B] float32}; `colorfulness_difference` is negative where the
+    prediction is less colourful than the photo (the usual desaturation).
+  """
+  pred_colorfulness = colorfulness(pred_rgb)
+  pred_ab, true_ab = pred_lab[..., 1:], true_lab[..., 1:]
+  return {
+      "psnr": psnr(pred_rgb, true_rgb),
+      "ssim": ssim(pred_rgb, true_rgb),
+      "pixel_accuracy": pixel_accuracy(pred_lab, true_lab),
+      "raw_accuracy_auc": raw_accuracy_auc(
+          pred_ab, true_ab, max_distance=auc_max_distance, step=auc_step),
+      "ab_mse": ab_mse(pred_ab, true_ab),
+      "ab_mae": ab_mae(pred_ab, true_ab),
+      "colorfulness": pred_colorfulness,
+      "colorfulness_difference": pred_colorfulness - true_colorfulness,
+  }

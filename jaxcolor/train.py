@@ -188,6 +188,8 @@ def _unproven(key: str, value: Any, gradient_checked: bool) -> Any:
     return (value.step, value.batch_stats)
   if key.endswith("opt_state"):  # E.g. staged's generator_pretrain_opt_state.
     return ()
+  if key.endswith("_ema"):  # A convex mix of finite weights and batch
+    return ()               # statistics (the latter read in the TrainState).
   return value
 
 
@@ -319,7 +321,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   host_batches = input_pipeline.create_train_iterator(
       config.dataset, image_size=config.image_size,
       global_batch_size=config.batch_size, seed=config.seed,
-      data_dir=config.data_dir or None, worker_count=config.worker_count)
+      data_dir=config.data_dir or None, worker_count=config.worker_count,
+      resize_scale=config.train_resize_scale)
   batches = prefetch.DevicePrefetcher(host_batches, run.mesh)
   eval_dataset = config.eval_dataset or config.dataset
 

@@ -139,3 +139,19 @@ def test_command_line_jpeg_output_and_checkpoint_choice(run_dir, tmp_path):
        str(tmp_path / "photo.png")],
       capture_output=True, text=True, timeout=300, cwd=tmp_path)
   assert result.returncode == 2 and "saved steps: 3, 6" in result.stderr
+
+
+def test_default_output_is_the_systems_final_one(tmp_path):
+  config = helpers.load_config("configs/default.py")  # Keeps a generator EMA.
+  assert config.generator_ema_decay > 0
+  helpers.make_checkpoint(config, tmp_path / "run", steps=(1,))
+  colorizer = colorize.Colorizer.from_workdir(tmp_path / "run", batch_size=2)
+  assert colorizer.output == "generator_ema"
+
+
+def test_output_is_chosen_by_name(run_dir):
+  raw = colorize.Colorizer.from_workdir(run_dir, batch_size=4,
+                                        output="generator")
+  assert raw.output == "generator"
+  with pytest.raises(ValueError, match="outputs are generator"):
+    colorize.Colorizer.from_workdir(run_dir, batch_size=4, output="improver")

@@ -236,7 +236,8 @@ def create_train_iterator(dataset: str, *, image_size: int,
                           global_batch_size: int, seed: int,
                           data_dir: str | None = None, worker_count: int = 0,
                           process_index: int | None = None,
-                          process_count: int | None = None
+                          process_count: int | None = None,
+                          resize_scale: float = 1.0
                           ) -> grain.DatasetIterator:
   """Endless, shuffled, augmented training batches for this process.
 
@@ -249,6 +250,10 @@ def create_train_iterator(dataset: str, *, image_size: int,
     worker_count: grain worker processes (0: threads in this process).
       Workers need absl flags parsed: start them under `absl.app.run`.
     process_index, process_count: this host's place; default from JAX.
+    resize_scale: the shorter side is resized to round(image_size *
+      resize_scale) before the random crop: 1 crops from the whole
+      (shorter) side; Isola et al.'s random jitter resizes 256 px crops'
+      images to 286 px first (286 / 256).
 
   Returns:
     A checkpointable grain iterator of dicts: 'image' uint8
@@ -265,7 +270,11 @@ def create_train_iterator(dataset: str, *, image_size: int,
                      f"by process_count={process_count}.")
   local_batch = global_batch_size // process_count
   data = sources.open_dataset(dataset, data_dir)
-  decode = transforms.DecodeAndResize(image_size, drop_grayscale=True)
+  if not resize_scale >= 1.0:
+    raise ValueError(f"resize_scale={resize_scale!r}: at least 1 (the crop "
+                     "must fit in the resized image).")
+  decode = transforms.DecodeAndResize(round(image_size * resize_scale),
+                                      drop_grayscale=True)
   _check_usable(data.train, decode, data.name, "training")
 
   records = (grain.MapDataset.source(data.train).seed(seed).shuffle().repeat()

@@ -183,6 +183,20 @@ class System(abc.ABC):
     return {}
 
 
+def reject_generator_options(config: ml_collections.ConfigDict,
+                             system: str) -> None:
+  """ConfigError for the GAN generator's options on a system without one."""
+  if config.get("generator_ema_decay", 0.0):
+    raise configuration.ConfigError(
+        f"config.generator_ema_decay={config.generator_ema_decay!r} is "
+        f"invalid for the {system} system: it has no GAN generator; use 0.")
+  if config.get("generator_test_mode", "eval") != "eval":
+    raise configuration.ConfigError(
+        f"config.generator_test_mode={config.generator_test_mode!r} is "
+        f"invalid for the {system} system: it has no GAN generator; use "
+        "'eval'.")
+
+
 def step_rng(rng: jax.Array, step: jax.Array) -> jax.Array:
   """The randomness of training step `step`: independent of the device count."""
   return jax.random.fold_in(rng, step)

@@ -55,6 +55,7 @@ class Classifier(base.System):
   # -- set-up -----------------------------------------------------------------
 
   def validate(self) -> None:
+    base.reject_generator_options(self.config, "classify")
     if self.config.optimizer.get("name", "adam") != "sgd":
       raise configuration.ConfigError(
           f"config.optimizer.name={self.config.optimizer.get('name', 'adam')!r}"

@@ -89,6 +89,7 @@ class Iizuka(base.System):
   # -- set-up ---------------------------------------------------------------
 
   def validate(self) -> None:
+    base.reject_generator_options(self.config, "iizuka")
     alpha = self.classification_weight
     if (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
         or not alpha >= 0):

@@ -8,6 +8,17 @@ junyanz/pytorch-CycleGAN-and-pix2pix, models/pix2pix_model.py):
   3. update G:  gan(D'(L, fake_ab), real) + lambda * |fake_ab - ab|_1
                 with D' the discriminator just updated, held fixed.
 
+Options beyond the reference (config fields; docs/results.md measures them):
+  - `loss.gan_weight` scales the cGAN term of G's loss (1 in the paper);
+  - `loss.l1_warmup_steps`: the first steps are a phase 'warmup' that
+    updates G alone on lambda * L1 with its own Adam (D untouched), the
+    L1 pretraining of paper 003 (sec. 6.5) for every GAN system;
+  - `generator_ema_decay`: an exponential moving average of G's variables,
+    kept in `state['generator_ema']` and evaluated as output
+    'generator_ema' beside the raw weights (first, so colorize uses it);
+  - `generator_test_mode`: 'train' runs G at test time as Isola et al.
+    (sec. 3.3) do, dropout on and each photo's own batch statistics.
+
 G runs once per step (as in the reference): its output feeds D's update with
 the gradient stopped, and G's gradient is pulled back through the same
 forward pass with `jax.vjp`. The DLA C-DCGAN (paper 002) is this system with
@@ -39,6 +50,10 @@ class Pix2Pix(base.System):
         config.discriminator, self.compute_dtype, "discriminator")
     self.gan_mode = config.loss.gan_mode
     self.l1_weight = config.loss.l1_weight
+    self.gan_weight = config.loss.get("gan_weight", 1.0)
+    self.warmup_steps = config.loss.get("l1_warmup_steps", 0)
+    self.ema_decay = config.get("generator_ema_decay", 0.0)
+    self.test_mode = config.get("generator_test_mode", "eval")
     self.tx, self.schedule = optimizers.adam(config.optimizer,
                                              config.num_train_steps)
 
@@ -53,6 +68,16 @@ class Pix2Pix(base.System):
       raise configuration.ConfigError(
           f"config.loss.l1_weight={self.l1_weight!r} is invalid: a "
           "non-negative number.")
+    if not self.gan_weight >= 0:
+      raise configuration.ConfigError(
+          f"config.loss.gan_weight={self.gan_weight!r} is invalid: a "
+          "non-negative number.")
+    if not (isinstance(self.warmup_steps, int)
+            and 0 <= self.warmup_steps <= self.config.num_train_steps):
+      raise configuration.ConfigError(
+          f"config.loss.l1_warmup_steps={self.warmup_steps!r} is invalid: "
+          f"an integer between 0 and num_train_steps="
+          f"{self.config.num_train_steps}.")
     self._check_shapes()
 
   def _check_shapes(self) -> None:
@@ -69,20 +94,66 @@ class Pix2Pix(base.System):
     g_rng, d_rng = jax.random.split(rng)
     lightness = jnp.zeros((1, size, size, 1), jnp.float32)
     lab = jnp.zeros((1, size, size, 3), jnp.float32)
-    return {
+    state = {
         **base.counters(),
         "generator": base.create_train_state(self.generator, self.tx, g_rng,
                                              lightness),
         "discriminator": base.create_train_state(self.discriminator, self.tx,
                                                  d_rng, lab),
     }
+    if self.ema_decay:
+      state[GENERATOR_EMA] = _ema_variables(state["generator"])
+    return state
+
+  # -- the phases -------------------------------------------------------------
+
+  def phase(self, step: int) -> str:
+    return WARMUP if step < self.warmup_steps else base.SINGLE_PHASE
+
+  def phase_train_step(self, phase: str):
+    if phase == WARMUP:
+      return self.warmup_step
+    return self.train_step
 
   # -- the step ---------------------------------------------------------------
 
   def train_step(self, state, batch, rng):
     lightness, ab = self.lab_pair(batch)
     state, metrics, _ = self.adversarial_step(state, lightness, ab, rng)
-    return state, metrics
+    return self.update_ema(state), metrics
+
+  def warmup_step(self, state, batch, rng):
+    """One Adam step of G on lambda * L1 alone; D neither runs nor moves.
+
+    G's own optimiser and schedule, so its moments carry into the GAN
+    phase; metrics carry the GAN phase's generator names (the GAN terms
+    are absent, not zero; `generator_loss` is lambda * L1).
+    """
+    lightness, ab = self.lab_pair(batch)
+    generator = state["generator"]
+    fake_ab, pullback, batch_stats = self.generator_forward(
+        generator, lightness, base.step_rng(rng, state["step"]))
+    l1, fake_grad = jax.value_and_grad(losses.l1_loss)(fake_ab, ab)
+    (grads,) = pullback(self.l1_weight * fake_grad)
+    generator = generator.apply_gradients(grads=grads, batch_stats=batch_stats)
+    new_state = dict(state, step=state["step"] + 1, generator=generator)
+    return self.update_ema(new_state), {
+        "generator_loss": self.l1_weight * l1,
+        "generator_l1_loss": l1,
+        "generator_grad_norm": base.grad_norm(grads),
+        "learning_rate": self.schedule(state["step"]),
+    }
+
+  def update_ema(self, state: base.State) -> base.State:
+    """Moves `state['generator_ema']` towards G's new variables (if kept)."""
+    if not self.ema_decay:
+      return state
+    # The step just taken is state['step'] - 1; t counts updates from 0.
+    t = (state["step"] - 1).astype(jnp.float32)
+    decay = jnp.minimum(self.ema_decay, (1.0 + t) / (10.0 + t))
+    ema = jax.tree.map(lambda e, v: decay * e + (1.0 - decay) * v,
+                       state[GENERATOR_EMA], _ema_variables(state["generator"]))
+    return dict(state, **{GENERATOR_EMA: ema})
 
   def lab_pair(self, batch: dict[str, jax.Array]):
     """Network-scaled L [B, H, W, 1] (compute dtype) and ab [B, H, W, 2]."""
@@ -90,17 +161,22 @@ class Pix2Pix(base.System):
     return lightness.astype(self.compute_dtype), ab
 
   def adversarial_step(self, state: base.State, lightness: jax.Array,
-                       ab: jax.Array, rng: jax.Array):
+                       ab: jax.Array, rng: jax.Array, shown_to_discriminator=None):
     """The module docstring's steps 1-3; the step counter advances.
 
+    `shown_to_discriminator`: None, or a function of G's output giving the
+    ab that D learns to call fake (the Improver's reading of paper 000).
     Returns (state, metrics, fake_ab): G's training-mode output of this step
     is returned for systems that build on it (the Improver refines it).
     """
     dropout_rng = base.step_rng(rng, state["step"])
     fake_ab, generator_pullback, generator_stats = self.generator_forward(
         state["generator"], lightness, dropout_rng)
+    shown = jax.lax.stop_gradient(fake_ab)
+    if shown_to_discriminator is not None:
+      shown = jax.lax.stop_gradient(shown_to_discriminator(shown))
     discriminator, d_metrics = self.update_discriminator(
-        state["discriminator"], lightness, ab, jax.lax.stop_gradient(fake_ab))
+        state["discriminator"], lightness, ab, shown)
     generator, g_metrics = self.update_generator(
         state["generator"], generator_pullback, generator_stats,
         discriminator, lightness, ab, fake_ab)
@@ -168,7 +244,8 @@ class Pix2Pix(base.System):
                                     discriminator.batch_stats, lightness, fake)
       adversarial = losses.generator_adversarial_loss(logits, self.gan_mode)
       l1 = losses.l1_loss(fake, ab)
-      return adversarial + self.l1_weight * l1, (adversarial, l1)
+      return (self.gan_weight * adversarial + self.l1_weight * l1,
+              (adversarial, l1))
 
     (loss, (adversarial, l1)), fake_grad = jax.value_and_grad(
         objective, has_aux=True)(fake_ab)
@@ -192,6 +269,33 @@ class Pix2Pix(base.System):
   # -- inference --------------------------------------------------------------
 
   def colorize(self, state, lightness):
-    ab = base.apply_eval(state["generator"],
-                         lightness.astype(self.compute_dtype))
-    return {"generator": ab.astype(jnp.float32)}
+    lightness = lightness.astype(self.compute_dtype)
+    outputs = {}
+    if GENERATOR_EMA in state:
+      outputs[GENERATOR_EMA] = self.generate(state[GENERATOR_EMA], lightness)
+    outputs["generator"] = self.generate(state["generator"].variables,
+                                         lightness)
+    return outputs
+
+  def generate(self, variables: Any, lightness: jax.Array) -> jax.Array:
+    """G(L) at test time (`generator_test_mode`): float32 ab [B, H, W, 2]."""
+    if self.test_mode == "train":
+      def one_photo(x):
+        ab, _ = self.generator.apply(
+            variables, x[None], train=True, mutable=["batch_stats"],
+            rngs={"dropout": jax.random.key(0)})
+        return ab[0]
+      ab = jax.vmap(one_photo)(lightness)
+    else:
+      ab = self.generator.apply(variables, lightness, train=False)
+    return ab.astype(jnp.float32)
+
+
+WARMUP = "warmup"
+GENERATOR_EMA = "generator_ema"
+
+
+def _ema_variables(generator: base.TrainState) -> dict[str, Any]:
+  """G's variables as `apply` takes them, in float32."""
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32),
+                      dict(generator.variables))

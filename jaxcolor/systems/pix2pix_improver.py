@@ -11,6 +11,13 @@ Generator, and Improver". Every step:
          gan(D(L, improved), real) + lambda * |improved - ab|_1     (sec. 3.3)
        with D the discriminator updated in step 2, held fixed.
 
+`config.loss.discriminator_fake` says what D learns to call fake in step 2:
+'generator' (default): G's output, as above; 'improver': the Improver's
+output on it, I([L, fake_ab]) with the Improver as it stands before its own
+update of this step (a literal reading of sec. 3.5's "the predicted color
+image", the system's final prediction). G is then trained against a D that
+judges refined colours (docs/results.md measures both).
+
 The discriminator is pix2pix's, shared: the paper trains three networks,
 "Discriminator, Generator, and Improver" (sec. 3.5), and the Improver's
 L_cGAN (sec. 3.3) is the same adversarial loss of eq. (2); there is no second
@@ -33,6 +40,10 @@ from jaxcolor.systems import base
 from jaxcolor.systems.pix2pix import Pix2Pix
 
 
+# What D learns to call fake (config.loss.discriminator_fake).
+DISCRIMINATOR_FAKES = ("generator", "improver")
+
+
 class Pix2PixImprover(Pix2Pix):
   """pix2pix (`config.generator`, `config.discriminator`) and an Improver
   (`config.improver`)."""
@@ -48,6 +59,15 @@ class Pix2PixImprover(Pix2Pix):
           "'hidden_widths': ...}.")
     self.improver = base.build_network(config.improver, self.compute_dtype,
                                        "improver")
+    self.discriminator_fake = config.loss.get("discriminator_fake",
+                                              "generator")
+
+  def validate(self) -> None:
+    if self.discriminator_fake not in DISCRIMINATOR_FAKES:
+      raise configuration.ConfigError(
+          f"config.loss.discriminator_fake={self.discriminator_fake!r} is "
+          f"invalid: one of {', '.join(DISCRIMINATOR_FAKES)}.")
+    super().validate()
 
   def init(self, rng: jax.Array) -> base.State:
     pix2pix_rng, improver_rng = jax.random.split(rng)
@@ -63,11 +83,20 @@ class Pix2PixImprover(Pix2Pix):
 
   def train_step(self, state, batch, rng):
     lightness, ab = self.lab_pair(batch)
-    state, metrics, fake_ab = self.adversarial_step(state, lightness, ab, rng)
+    shown = None
+    if self.discriminator_fake == "improver":
+      def shown(fake_ab):
+        improved, _ = base.apply_train(
+            state["improver"], state["improver"].params,
+            self.improver_input(lightness, fake_ab))
+        return improved
+    state, metrics, fake_ab = self.adversarial_step(
+        state, lightness, ab, rng, shown_to_discriminator=shown)
     improver, improver_metrics = self.update_improver(
         state["improver"], state["discriminator"], lightness, ab,
         jax.lax.stop_gradient(fake_ab))
-    return dict(state, improver=improver), {**metrics, **improver_metrics}
+    state = self.update_ema(dict(state, improver=improver))
+    return state, {**metrics, **improver_metrics}
 
   def improver_input(self, lightness: jax.Array, ab: jax.Array) -> jax.Array:
     """The generated colour image [L, ab]: [B, H, W, 3] (sec. 3.3)."""
@@ -91,7 +120,8 @@ class Pix2PixImprover(Pix2Pix):
                                     improved)
       adversarial = losses.generator_adversarial_loss(logits, self.gan_mode)
       l1 = losses.l1_loss(improved, ab)
-      return adversarial + self.l1_weight * l1, (stats, adversarial, l1)
+      return (self.gan_weight * adversarial + self.l1_weight * l1,
+              (stats, adversarial, l1))
 
     (loss, (stats, adversarial, l1)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(improver.params)
@@ -107,7 +137,8 @@ class Pix2PixImprover(Pix2Pix):
 
   def colorize(self, state, lightness):
     lightness = lightness.astype(self.compute_dtype)
-    ab = super().colorize(state, lightness)["generator"]
-    improved = base.apply_eval(state["improver"],
-                               self.improver_input(lightness, ab))
-    return {"improver": improved.astype(jnp.float32), "generator": ab}
+    # The Improver refines the raw generator's output, what it trained on.
+    outputs = super().colorize(state, lightness)
+    improved = base.apply_eval(
+        state["improver"], self.improver_input(lightness, outputs["generator"]))
+    return {"improver": improved.astype(jnp.float32), **outputs}

@@ -73,6 +73,11 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
   # -- set-up -----------------------------------------------------------------
 
   def validate(self) -> None:
+    if self.warmup_steps:
+      raise configuration.ConfigError(
+          f"config.loss.l1_warmup_steps={self.warmup_steps} is invalid for "
+          "the resnet18_unet system: its L1 stage is "
+          "config.stages.pretrain_steps; set l1_warmup_steps to 0.")
     self._check_stages()
     super().validate()
     self._load_backbone()
@@ -172,7 +177,7 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
     new_state = dict(state, step=state["step"] + 1, generator=generator,
                      stage=jnp.asarray(0, jnp.int32),
                      **{PRETRAIN_OPT_STATE: opt_state})
-    return new_state, _prefixed(PRETRAIN, {
+    return self.update_ema(new_state), _prefixed(PRETRAIN, {
         "generator_l1_loss": l1,
         "generator_grad_norm": base.grad_norm(grads),
         "learning_rate": self.pretrain_schedule(state["step"]),
@@ -185,7 +190,7 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
     new_state["stage"] = jnp.asarray(1, jnp.int32)
     # The schedule counts the stage's own steps (as G's and D's Adam do).
     metrics["learning_rate"] = self.schedule(state["step"] - self.pretrain_steps)
-    return new_state, _prefixed(ADVERSARIAL, metrics)
+    return self.update_ema(new_state), _prefixed(ADVERSARIAL, metrics)
 
 
 def _prefixed(stage: str, metrics: base.Metrics) -> base.Metrics:

@@ -1,0 +1,68 @@
+r"""The best colorizer found for 25 minutes of a 2-core CPU (docs/results.md).
+
+pix2pix (papers 001, 003, 004) with the remedies the seed papers give for
+the early GAN's wild colours, measured under the quality protocol of
+docs/results.md (trained on photos256 without bsds_test/, scored on
+bsds_test/ at full resolution through `jaxcolor.colorize`):
+
+  1. L1 warm-up (paper 003, sec. 6.5): the first `loss.l1_warmup_steps`
+     steps train the U-Net alone on L1, D untouched. Alone, L1 is the
+     conservative colorizer that beats the gray baseline in PSNR but keeps
+     about a third of the photos' colourfulness.
+  2. Then the pix2pix GAN (cGAN + 100 L1, Adam 2e-4, beta1 0.5), which adds
+     colour, and with it the early GAN's blotches.
+  3. An exponential moving average of the generator's weights
+     (`generator_ema_decay`), which averages the blotches of successive
+     steps away while keeping the colour they agree on: the EMA weights
+     are what `colorize` uses; the raw weights are scored beside them.
+
+The networks are pix2pix's at half width (ngf 32, ndf 32) with 7
+downsamplings at 128 px. 1,500 warm-up steps (about 11 passes over the
+2,143 usable training photos) and 300 GAN steps at a constant rate: 13.8
+minutes on the 2-core machine. The rest of the 25-minute budget was tried
+and did not buy a better colorizer: more GAN steps (1,200 at a constant rate,
+or 700 with the rate decaying to zero) give 79-80 % of the truth's
+colourfulness but fall 0.4-0.6 dB below the gray baseline; this setting is
+the most colourful point measured that stays above it (docs/results.md).
+
+Run (PHOTOS: a folder of colour photos, e.g. photos256 without bsds_test/):
+  python -m jaxcolor.main --config configs/cpu_budget.py --workdir runs/cpu_budget \
+      --config.dataset=folder:PHOTOS
+  tools/quality_protocol.sh configs/cpu_budget.py runs/cpu_budget   # + scores
+  python -m jaxcolor.main --config configs/cpu_budget.py:smoke --workdir /tmp/smoke
+"""
+
+from jaxcolor.configuration import base_config, check_presets, smoke_preset
+
+
+def get_config(arg=None):
+  presets = check_presets(arg, ("smoke",))
+  c = base_config()
+  c.system = "pix2pix"
+  c.dataset = "sample"
+  c.image_size = 128
+  c.batch_size = 16
+  c.num_train_steps = 1800
+  c.loss.l1_warmup_steps = 1500
+  c.generator_ema_decay = 0.99
+  c.optimizer.learning_rate = 2e-4
+  c.optimizer.decay_steps = 0    # Constant: see the module docstring.
+  c.generator = {"name": "unet", "num_downsamplings": 7, "ngf": 32,
+                 "norm": "batch", "dropout_rate": 0.5}
+  c.discriminator = {"name": "patchgan", "ndf": 32, "num_layers": 3,
+                     "norm": "batch"}
+  c.log_every_steps = 100
+  c.image_every_steps = 900
+  c.checkpoint_every_steps = 900
+  c.eval_every_steps = 900
+  c.num_eval_images = 0          # The whole held-out split.
+  c.eval_batch_size = 16
+  c.num_grid_images = 8
+
+  if "smoke" in presets:
+    smoke_preset(c)
+    c.loss.l1_warmup_steps = 3
+    c.generator.num_downsamplings = 5
+    c.generator.ngf = 8
+    c.discriminator.ndf = 8
+  return c
