@@ -9,6 +9,7 @@ Columns, left to right: gray input (the truth's L*, ab = 0), each --column
 first --num_images landscape photos (width > height) by file name that every
 folder has, each resized to --height (3:2), so the grid is the same photos
 for every model. Column names are printed, in order, for the caption.
+Needs scikit-image (in the `test` extra) for the gray column's Lab.
 """
 
 import argparse
