@@ -22,7 +22,8 @@ Choices where the paper is silent:
     output layers", i.e. one hidden layer; it gives no sizes.
   - What D calls fake (`loss.discriminator_fake`): 'generator' (default;
     G's output, as pix2pix) or 'improver' (the Improver's output, the
-    literal reading of sec. 3.5). docs/results.md measures both.
+    literal reading of sec. 3.5). Neither reading has a protocol row yet
+    (docs/results.md).
   - Optimisation: the paper gives no learning rate, batch or epochs; pix2pix's
     setting (configs/pix2pix.py): Adam 2e-4, betas (0.5, 0.999), batch 16,
     200k steps with the last 100k decaying linearly to zero, lambda = 100 for

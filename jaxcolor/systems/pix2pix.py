@@ -8,7 +8,8 @@ junyanz/pytorch-CycleGAN-and-pix2pix, models/pix2pix_model.py):
   3. update G:  gan(D'(L, fake_ab), real) + lambda * |fake_ab - ab|_1
                 with D' the discriminator just updated, held fixed.
 
-Options beyond the reference (config fields; docs/results.md measures them):
+Options beyond the reference (config fields; docs/results.md has the
+measurements of those measured so far):
   - `loss.gan_weight` scales the cGAN term of G's loss (1 in the paper);
   - `loss.l1_warmup_steps`: the first steps are a phase 'warmup' that
     updates G alone on lambda * L1 with its own Adam (D untouched), the

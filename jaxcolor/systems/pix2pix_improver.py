@@ -16,7 +16,7 @@ Generator, and Improver". Every step:
 output on it, I([L, fake_ab]) with the Improver as it stands before its own
 update of this step (a literal reading of sec. 3.5's "the predicted color
 image", the system's final prediction). G is then trained against a D that
-judges refined colours (docs/results.md measures both).
+judges refined colours (docs/results.md lists which options are measured).
 
 The discriminator is pix2pix's, shared: the paper trains three networks,
 "Discriminator, Generator, and Improver" (sec. 3.5), and the Improver's
