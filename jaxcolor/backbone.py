@@ -33,10 +33,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jaxcolor.configuration import ConfigError
+from jaxcolor import checkpointing
+from jaxcolor import rundir
+from jaxcolor.errors import ConfigError
 from jaxcolor.models import torchvision_import
 
 SOURCES = ("random", "none", "torchvision", "checkpoint")
+# The state key of the ResNet-18 in a classify run's checkpoint
+# (jaxcolor.systems.classifier trains it under this name).
+CLASSIFY_NETWORK = "classifier"
 _RANDOM = ("random", "none")
 Variables = dict[str, Any]
 
@@ -101,7 +106,8 @@ def _checkpoint_folder(path: str) -> pathlib.Path:
     raise ConfigError(
         f"config.backbone.path={path!r} does not exist: give the workdir of a "
         "configs/resnet18_classify.py run.")
-  return root / "checkpoints" if (root / "checkpoints").is_dir() else root
+  run_dir = rundir.RunDir(root)
+  return run_dir.checkpoint_dir if run_dir.checkpoint_dir.is_dir() else root
 
 
 def read_classifier_checkpoint(path: str) -> Variables:
@@ -111,31 +117,24 @@ def read_classifier_checkpoint(path: str) -> Variables:
   local device, so neither the classify run's config nor its device count
   matters.
   """
-  import orbax.checkpoint as ocp  # noqa: PLC0415 (only this source needs it)
-  from jaxcolor.systems.classifier import NETWORK  # noqa: PLC0415
-
   folder = _checkpoint_folder(path)
-  # Orbax renames a checkpoint to its bare step number once it is complete.
-  steps = sorted(int(p.name) for p in folder.iterdir()
-                 if p.name.isdigit() and (p / "state").is_dir())
-  if not steps:
-    raise ConfigError(
-        f"config.backbone.path={path!r}: no checkpoint in {folder}; train "
-        "configs/resnet18_classify.py there first.")
-  item = folder / str(steps[-1]) / "state"
-  checkpointer = ocp.StandardCheckpointer()
-  tree = checkpointer.metadata(item).item_metadata
-  if NETWORK not in tree or "params" not in tree[NETWORK]:
-    raise ConfigError(
-        f"config.backbone.path={path!r}: the checkpoint {item} holds no "
-        f"'{NETWORK}' network ({', '.join(tree)}); is it a "
-        "configs/resnet18_classify.py run?")
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-  state = checkpointer.restore(item, target)
-  checkpointer.close()
-  network = state[NETWORK]
+  checkpointer = checkpointing.Checkpointer(folder, keep=1, asynchronous=False)
+  try:
+    step = checkpointer.latest_step()
+    if step is None:
+      raise ConfigError(
+          f"config.backbone.path={path!r}: no checkpoint in {folder}; train "
+          "configs/resnet18_classify.py there first.")
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = checkpointer.stored_target(step, device)
+    if CLASSIFY_NETWORK not in target or "params" not in target[CLASSIFY_NETWORK]:
+      raise ConfigError(
+          f"config.backbone.path={path!r}: the checkpoint {folder / str(step)} "
+          f"holds no '{CLASSIFY_NETWORK}' network ({', '.join(target)}); is it "
+          "a configs/resnet18_classify.py run?")
+    network = checkpointer.restore(step, target)[CLASSIFY_NETWORK]
+  finally:
+    checkpointer.close()
   return {"params": jax.tree.map(np.asarray, network["params"]),
           "batch_stats": jax.tree.map(np.asarray,
                                       network.get("batch_stats") or {})}

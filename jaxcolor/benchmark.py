@@ -5,7 +5,7 @@ r"""Times the real training step, and optionally the host input pipeline.
   python -m jaxcolor.benchmark --config configs/pix2pix.py \
       --config.compute_dtype=bfloat16 --input_pipeline
 
-The step is the one training runs (`train.jit_train_step`: the system's
+The step is the one training runs (`train_step.jit_train_step`: the system's
 `train_step`, jitted over the device mesh with the state donated), fed a
 synthetic batch already on the devices, so the number is the step's own cost:
 no decoding, no host-to-device copy. It is timed after compilation and
@@ -52,6 +52,10 @@ from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from jaxcolor import distributed  # noqa: E402
+from jaxcolor import data  # noqa: E402
+from jaxcolor import experiment  # noqa: E402
+from jaxcolor import parallel  # noqa: E402
+from jaxcolor import train_step  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with a preset: configs/pix2pix.py.",
@@ -134,28 +138,19 @@ def _memory() -> dict[str, Any]:
 def time_train_step(config: ml_collections.ConfigDict, *, steps: int,
                     warmup: int) -> dict[str, Any]:
   """Compiles and times the training step of `config` on all devices."""
-  from jaxcolor import configuration  # noqa: PLC0415
-  from jaxcolor import parallel  # noqa: PLC0415
-  from jaxcolor import systems  # noqa: PLC0415
-  from jaxcolor import train  # noqa: PLC0415
-
-  system = systems.create(config)
-  configuration.validate(config, device_count=jax.device_count(),
-                         process_count=jax.process_count(),
-                         extra_fields=system.config_fields)
-  system.validate()
-  mesh = parallel.make_mesh()
-  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-  abstract_state = jax.eval_shape(system.init, init_rng)
+  # Synthetic batches: no dataset is opened.
+  built = experiment.build(config, data="none")
+  system, mesh = built.system, built.mesh
   # The step the run ends with: for staged systems, the full (last) stage.
   phase = system.phase(config.num_train_steps - 1)
-  step, state_sharding = train.jit_train_step(system, mesh, abstract_state,
-                                              phase)
+  step, _ = train_step.jit_train_step(system, mesh, built.abstract_state,
+                                      phase)
 
   start = time.perf_counter()
-  state = jax.block_until_ready(train.init_state(system, state_sharding, init_rng))
+  state = jax.block_until_ready(experiment.init_state(
+      system, built.state_sharding, built.init_rng))
   init_s = time.perf_counter() - start
-  step_rng = parallel.replicate(step_rng, mesh)
+  step_rng = built.step_rng
   batches = [parallel.global_batch(synthetic_batch(config, seed), mesh)
              for seed in range(2)]
 
@@ -219,7 +214,6 @@ def time_input_pipeline(config: ml_collections.ConfigDict, *,
   worker_count=0 so no work hides in child processes; one warm-up batch
   first (thread start-up, file cache).
   """
-  from jaxcolor import data  # noqa: PLC0415
   iterator = data.create_train_iterator(
       config.dataset, image_size=config.image_size,
       global_batch_size=config.batch_size, seed=config.seed,

@@ -22,15 +22,17 @@ and both shapes.
 import json
 from typing import Any, Callable
 
+import grain
 import jax
-from absl import logging
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
-from jaxcolor import configuration
+from jaxcolor import rundir
+from jaxcolor.errors import ConfigError
 
 
-class CheckpointMismatchError(configuration.ConfigError):
+class CheckpointMismatchError(ConfigError):
   """A checkpoint whose arrays do not fit the state the config builds."""
 
 
@@ -59,7 +61,6 @@ class Checkpointer:
     """Starts saving `state` (and the iterator) at `step`; returns if it saves."""
     items = {"state": ocp.args.StandardSave(state)}
     if data_iter is not None:
-      import grain  # noqa: PLC0415 (the step and its benchmark run without grain)
       items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
     return self._manager.save(step, args=ocp.args.Composite(**items),
                               force=force)
@@ -76,8 +77,6 @@ class Checkpointer:
     """
     self.check_fits(step, abstract_state)
     items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iter is not None:
-      import grain  # noqa: PLC0415
     same_layout = data_iter is None or self._data_file(step).exists()
     if data_iter is not None and same_layout:
       items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
@@ -99,6 +98,14 @@ class Checkpointer:
                           else json.dumps(state).encode())
     return restored["state"]
 
+  def stored_target(self, step: int, sharding: Any) -> Any:
+    """The state of checkpoint `step` as stored (its own shapes and dtypes),
+    every array with `sharding`: to read a checkpoint whose config is not
+    at hand (e.g. a classify run's ResNet-18 for the backbone)."""
+    return jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+        self._stored_tree(step))
+
   def check_fits(self, step: int, abstract_state: Any) -> None:
     """Checks the checkpoint's array names and shapes against the state's.
 
@@ -112,12 +119,7 @@ class Checkpointer:
         shape differs (parameters first) with both shapes, and the arrays
         that only one side has.
     """
-    handler = ocp.StandardCheckpointHandler()
-    try:
-      metadata = handler.metadata(self.directory / str(step) / "state")
-    finally:
-      handler.close()
-    stored = _array_shapes(getattr(metadata, "tree", metadata))
+    stored = _array_shapes(self._stored_tree(step))
     wanted = _array_shapes(
         ocp.tree.serialize_tree(abstract_state, keep_empty_nodes=True))
     differ = [p for p in wanted if p in stored and stored[p] != wanted[p]]
@@ -139,12 +141,21 @@ class Checkpointer:
     if extra:
       problems.append(f"{len(extra)} array(s) of the checkpoint are not in "
                       f"this config, first {extra[0]}")
-    run_config = self.directory.parent / "config.json"
+    run_config = self.directory.parent / rundir.CONFIG
     raise CheckpointMismatchError(
         f"The checkpoint at step {step} in {self.directory} does not fit "
         f"this config: {'; '.join(problems)}. Use the config the run was "
         f"started with (its workdir keeps it: {run_config}), or another "
         "--workdir.")
+
+  def _stored_tree(self, step: int) -> Any:
+    """The metadata tree (shapes, dtypes) of checkpoint `step`'s state."""
+    handler = ocp.StandardCheckpointHandler()
+    try:
+      metadata = handler.metadata(self.directory / str(step) / "state")
+    finally:
+      handler.close()
+    return getattr(metadata, "tree", metadata)
 
   def _data_file(self, step: int) -> epath.Path:
     """Where grain keeps this process's data position of checkpoint `step`."""

@@ -27,7 +27,6 @@ grayscale, RGB, RGBA and LA (over white), palette, CMYK and 16-bit images, with
 their EXIF orientation applied. Runs on CPU when JAX sees no accelerator.
 """
 
-import json
 import os
 import pathlib
 import sys
@@ -35,12 +34,15 @@ from typing import Any, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
+from absl import flags
 from PIL import Image
+from tqdm import tqdm
 
 from jaxcolor import checkpointing
 from jaxcolor import color
+from jaxcolor import experiment
+from jaxcolor import rundir
 from jaxcolor import systems
 from jaxcolor.data import sources
 from jaxcolor.data import transforms
@@ -90,32 +92,28 @@ class Colorizer:
                    *, batch_size: int = 8, output: str | None = None
                    ) -> "Colorizer":
     """The run in `workdir` at step `checkpoint` (None: the newest)."""
-    workdir = pathlib.Path(workdir)
-    config_path = workdir / "config.json"
-    if not config_path.is_file():
-      raise FileNotFoundError(f"{config_path} not found: is {workdir} a "
-                              "jaxcolor run directory?")
-    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-    checkpoint_dir = workdir / "checkpoints"
-    if not checkpoint_dir.is_dir():
+    run_dir = rundir.RunDir(workdir)
+    config = run_dir.read_config()
+    if not run_dir.checkpoint_dir.is_dir():
       raise FileNotFoundError(f"No checkpoints in {workdir}.")
-    checkpointer = checkpointing.Checkpointer(checkpoint_dir, keep=1,
+    checkpointer = checkpointing.Checkpointer(run_dir.checkpoint_dir, keep=1,
                                               asynchronous=False)
-    steps = checkpointer.all_steps()
-    if not steps:
-      raise FileNotFoundError(f"No checkpoints in {checkpoint_dir}.")
-    step = max(steps) if checkpoint is None else checkpoint
-    if step not in steps:
-      raise FileNotFoundError(
-          f"No checkpoint at step {step} in {checkpoint_dir}; saved steps: "
-          f"{', '.join(map(str, steps))}.")
-    system = systems.create(config)
-    abstract = jax.eval_shape(system.init, jax.random.key(0))
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = checkpointing.abstract_with_shardings(
-        abstract, jax.tree.map(lambda _: device, abstract))
-    state = checkpointer.restore(step, target)
-    checkpointer.close()
+    try:
+      steps = checkpointer.all_steps()
+      if not steps:
+        raise FileNotFoundError(f"No checkpoints in {checkpointer.directory}.")
+      step = max(steps) if checkpoint is None else checkpoint
+      if step not in steps:
+        raise FileNotFoundError(
+            f"No checkpoint at step {step} in {checkpointer.directory}; saved "
+            f"steps: {', '.join(map(str, steps))}.")
+      # The run's own config, checked when it trained (on its devices).
+      built = experiment.build(config, data="none", validate=False,
+                               devices=jax.local_devices()[:1])
+      state = built.restore(checkpointer, step)
+    finally:
+      checkpointer.close()
+    system = built.system
     return cls(system, state, image_size=config.image_size, step=step,
                batch_size=batch_size, output=output)
 
@@ -270,7 +268,6 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], output: str, *,
   """
   if file_format not in FORMATS:
     raise ValueError(f"file_format={file_format!r}: one of {', '.join(FORMATS)}.")
-  from tqdm import tqdm  # noqa: PLC0415
 
   jobs = find_inputs(inputs)
   output_dir = pathlib.Path(output)
@@ -297,7 +294,6 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], output: str, *,
 
 
 def main(argv: Sequence[str]) -> None:
-  from absl import flags  # noqa: PLC0415
 
   FLAGS = flags.FLAGS
   inputs = list(argv[1:])
@@ -326,7 +322,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 def _define_flags() -> None:
-  from absl import flags  # noqa: PLC0415
 
   flags.DEFINE_string("workdir", None, "The training run's directory.")
   flags.DEFINE_integer("checkpoint", None, "Checkpoint step; default: newest.")

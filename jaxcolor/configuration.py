@@ -1,32 +1,27 @@
-"""The configuration schema shared by every paper variant, and its validation.
+"""The configuration schema shared by every paper variant, and its checks.
 
 `configs/*.py` start from `base_config()` and override it. `validate(config)`
 runs before anything is built or compiled and raises `ConfigError` with one
-line naming the key, the value and what is allowed.
+line naming the key, the value and what is allowed. Sections with a registry
+of their own are checked there: `config.optimizer` by `jaxcolor.optimizers`
+(when a system builds its optimiser), the datasets by
+`jaxcolor.data.check_datasets` (which reads the file system), each system's
+own fields by its `validate`. This module imports only the ground floor
+(`jaxcolor.errors`).
 """
 
-import difflib
 import re
-from typing import Any
 
 import ml_collections
 
+from jaxcolor.errors import ConfigError, require as _require, suggest
+
+__all__ = ["ConfigError", "suggest", "base_config", "validate",
+           "parse_config_arg", "check_presets", "flag_error_message",
+           "smoke_preset"]
+
 COMPUTE_DTYPES = ("float32", "bfloat16")
 GENERATOR_TEST_MODES = ("eval", "train")
-# config.optimizer.name (absent: 'adam'); built by jaxcolor.optimizers.create.
-OPTIMIZERS = ("adam", "adadelta", "sgd")
-# The fields each one reads besides `name`; any other is a typo.
-OPTIMIZER_FIELDS = {
-    "adam": ("learning_rate", "b1", "b2", "constant_steps", "decay_steps"),
-    "adadelta": ("learning_rate", "rho", "eps", "constant_steps",
-                 "decay_steps"),
-    "sgd": ("learning_rate", "momentum", "weight_decay", "warmup_steps",
-            "nesterov"),
-}
-
-
-class ConfigError(ValueError):
-  """A configuration value that cannot work; the message names the key."""
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -59,6 +54,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.skip_nonfinite_steps = False
 
   c.log_every_steps = 50
+  # A device profile (clu.periodic_actions.Profile, for TensorBoard's
+  # profile plugin under WORKDIR/plugins/) of this many steps, taken two
+  # steps after the run starts or resumes; 0 = none.
+  c.profile_steps = 0
   c.image_every_steps = 500      # Image grids (gray | prediction | truth).
   c.num_grid_images = 8
   c.checkpoint_every_steps = 1000
@@ -133,12 +132,6 @@ def check_presets(arg: str | None, allowed: tuple[str, ...]) -> set[str]:
   return presets
 
 
-def suggest(name: str, candidates) -> str:
-  """' (did you mean X?)' for the closest candidate, or ''."""
-  close = difflib.get_close_matches(name, list(candidates), n=1)
-  return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def flag_error_message(error: Exception, argv: list[str]) -> str | None:
   """One line for an error of the command line's flags or config file.
 
@@ -178,12 +171,8 @@ def _check_known(section: ml_collections.ConfigDict, known, prefix: str,
                         f"{suggest(key, known)}; {what}: {', '.join(known)}.")
 
 
-def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
-  if not condition:
-    raise ConfigError(f"config.{key}={value!r} is invalid: {allowed}.")
-
-
-# The form only; `check_datasets` finds out whether the data is there.
+# The form only; `jaxcolor.data.check_datasets` finds out whether the data
+# is there.
 _DATASET_RE = re.compile(
     r"^(sample|folder:.+|(tfds:)?[a-z0-9_]+(/[a-z0-9_.]+)?(:[0-9.]+)?)$")
 
@@ -242,38 +231,11 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
   _require(config.eval_batch_size % device_count == 0, "eval_batch_size",
            config.eval_batch_size,
            f"must be a multiple of the device count {device_count}")
-  opt = config.optimizer
-  optimizer = opt.get("name", "adam")
-  _require(optimizer in OPTIMIZERS, "optimizer.name", optimizer,
-           f"one of {', '.join(OPTIMIZERS)}")
-  # Overrides on the command line cannot add fields; a config file can.
-  _check_known(opt, ("name",) + OPTIMIZER_FIELDS[optimizer], "optimizer",
-               f"the {optimizer} optimizer reads")
   _check_known(config.evaluation, list(base_config().evaluation.keys()),
                "evaluation", "known fields")
-  _require(opt.learning_rate > 0, "optimizer.learning_rate",
-           opt.learning_rate, "a positive number")
-  if optimizer == "adam":
-    _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, "optimizer.b1/b2",
-             (opt.b1, opt.b2), "numbers in [0, 1)")
-  elif optimizer == "adadelta":
-    _require(0 <= opt.rho < 1, "optimizer.rho", opt.rho, "a number in [0, 1)")
-    _require(opt.eps > 0, "optimizer.eps", opt.eps, "a positive number")
-  else:  # sgd: warm-up then cosine decay, instead of the schedule below.
-    _require(0 <= opt.momentum < 1, "optimizer.momentum", opt.momentum,
-             "a number in [0, 1)")
-    _require(opt.weight_decay >= 0, "optimizer.weight_decay",
-             opt.weight_decay, "a non-negative number")
-    _require(0 <= opt.warmup_steps < config.num_train_steps,
-             "optimizer.warmup_steps", opt.warmup_steps,
-             f"between 0 and num_train_steps={config.num_train_steps}")
-  if optimizer != "sgd":
-    _require(0 <= opt.decay_steps <= config.num_train_steps,
-             "optimizer.decay_steps", opt.decay_steps,
-             f"between 0 and num_train_steps={config.num_train_steps}")
-    _require(opt.constant_steps == -1 or opt.constant_steps >= 0,
-             "optimizer.constant_steps", opt.constant_steps,
-             "-1 (the steps before the decay) or a non-negative integer")
+  _require(isinstance(config.profile_steps, int) and config.profile_steps >= 0,
+           "profile_steps", config.profile_steps,
+           "0 (no profile) or the number of steps to profile")
   _require(isinstance(config.generator_ema_decay, (int, float))
            and 0 <= config.generator_ema_decay < 1, "generator_ema_decay",
            config.generator_ema_decay, "0 (off) or a decay in (0, 1)")
@@ -282,41 +244,6 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
            f"one of {', '.join(GENERATOR_TEST_MODES)}")
   _validate_evaluation(config.evaluation)
   _validate_network_sizes(config)
-
-
-def check_datasets(config: ml_collections.ConfigDict, *,
-                   train: bool = True) -> None:
-  """Opens the run's datasets as the run will, reading no image.
-
-  Unlike `validate`, this touches the file system (lists a folder, reads a
-  TFDS dataset's metadata), so training and evaluation runs call it once,
-  before they write to the workdir or compile anything.
-
-  Args:
-    config: the full configuration.
-    train: check `dataset` and `eval_dataset`; False: only the one that
-      an evaluation run reads (`eval_dataset`, else `dataset`).
-
-  Raises:
-    ConfigError: naming the key, for an unknown name (with the closest
-      known one), a missing or empty folder, or a TFDS dataset that is not
-      prepared in data_dir (with the `tfds build` command that prepares it).
-  """
-  from jaxcolor.data import sources  # noqa: PLC0415 (validate reads no files)
-  if train:
-    keys = ("dataset", "eval_dataset")
-  else:
-    keys = ("eval_dataset",) if config.eval_dataset else ("dataset",)
-  opened = set()
-  for key in keys:
-    name = config[key]
-    if not name or name in opened:
-      continue
-    opened.add(name)
-    try:
-      sources.open_dataset(name, config.data_dir or None)
-    except (OSError, ValueError) as e:  # Whatever raised it, the key is at fault.
-      raise ConfigError(f"config.{key}={name!r}: {e}") from None
 
 
 def _validate_network_sizes(config: ml_collections.ConfigDict) -> None:

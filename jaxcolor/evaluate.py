@@ -1,4 +1,4 @@
-"""Evaluation runs: score a run's saved checkpoints; never train.
+"""The evaluation job: score a run's saved checkpoints; never train.
 
   python -m jaxcolor.main --config configs/default.py --workdir runs/default \\
       --mode=evaluate [--config.evaluation.checkpoints=all|latest|5000,10000] \\
@@ -18,7 +18,6 @@ periodic evaluations write the same JSON names; an evaluation run replaces
 them with its fuller results. Metric definitions: docs/metrics.md.
 """
 
-import json
 import time
 from typing import Any
 
@@ -26,24 +25,25 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from clu import metric_writers
 from etils import epath
 
 from jaxcolor import checkpointing
-from jaxcolor import configuration
-from jaxcolor import evaluation
+from jaxcolor import color_metrics
+from jaxcolor import data
+from jaxcolor import evaluator as evaluator_lib
+from jaxcolor import experiment as experiment_lib
 from jaxcolor import fid as fid_lib
-from jaxcolor import metrics as metrics_lib
-from jaxcolor import parallel
 from jaxcolor import report
-from jaxcolor import systems
-from jaxcolor import workdir_lock
+from jaxcolor import rundir as rundir_lib
+from jaxcolor.errors import ConfigError
 
 # Shown in the log summary, in this order (the JSON has everything).
 _SUMMARY = ("psnr", "ssim", "pixel_accuracy", "raw_accuracy_auc", "ab_mse",
             "ab_mae", "colorfulness", "fid")
 
 
-class NoCheckpointError(configuration.ConfigError):
+class NoCheckpointError(ConfigError):
   """The workdir has no checkpoint, or not at a requested step."""
 
 
@@ -81,13 +81,13 @@ def _fid_accumulator(config: ml_collections.ConfigDict, mesh):
     logging.warning("%s", fid_lib.missing_weights_message())
     return None
   if not epath.Path(path).exists():
-    raise configuration.ConfigError(
+    raise ConfigError(
         f"config.evaluation.fid_weights={path!r}: no such file; download "
         f"{fid_lib.WEIGHTS_URL}, or set '' to evaluate without FID.")
   try:
     variables = fid_lib.load_weights(path)
   except (OSError, ValueError, ImportError) as e:  # Digest, pickle, no torch.
-    raise configuration.ConfigError(
+    raise ConfigError(
         f"config.evaluation.fid_weights={path!r}: {e}") from None
   logging.info("FID: Inception weights %s (sha256 verified).", path)
   return fid_lib.FIDAccumulator(fid_lib.InceptionFeatures(variables, mesh))
@@ -98,21 +98,9 @@ def _image_captions(images: dict[str, np.ndarray]) -> list[str]:
   if not {"prediction", "truth", "gray"} <= set(images):
     return []
   truth = images["truth"] / 255.0
-  psnr = np.asarray(metrics_lib.psnr(images["prediction"] / 255.0, truth))
-  gray = np.asarray(metrics_lib.psnr(images["gray"] / 255.0, truth))
+  psnr = np.asarray(color_metrics.psnr(images["prediction"] / 255.0, truth))
+  gray = np.asarray(color_metrics.psnr(images["gray"] / 255.0, truth))
   return [f"PSNR {p:.1f} dB (gray {g:.1f})" for p, g in zip(psnr, gray)]
-
-
-def _write_results(eval_dir: epath.Path, step: int, checkpoint: epath.Path,
-                   means: dict[str, Any], images: dict[str, np.ndarray], *,
-                   title: str) -> None:
-  """eval/<step>.json and the report eval/<step>/index.html."""
-  eval_dir.mkdir(parents=True, exist_ok=True)
-  record = {"step": step, "checkpoint": str(checkpoint), **means}
-  (eval_dir / f"{step}.json").write_text(json.dumps(record, indent=2))
-  page = report.write_report(eval_dir / str(step), record, images, title=title,
-                             captions=_image_captions(images))
-  logging.info("Report: %s", page)
 
 
 def evaluate_checkpoints(config: ml_collections.ConfigDict,
@@ -126,79 +114,74 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
     ConfigError: an invalid config (before anything compiles).
     NoCheckpointError: no checkpoints, or a requested step is missing.
   """
-  from clu import metric_writers  # noqa: PLC0415 (TensorFlow import is slow)
-  from jaxcolor import data as input_pipeline  # noqa: PLC0415
-
-  system = systems.create(config)
-  configuration.validate(config, device_count=jax.device_count(),
-                         process_count=jax.process_count(),
-                         extra_fields=system.config_fields)
-  system.validate()
-  configuration.check_datasets(config, train=False)
-  workdir = epath.Path(workdir)
-  checkpoint_dir = workdir / "checkpoints"
-  if not checkpoint_dir.is_dir():
-    raise NoCheckpointError(
-        f"No checkpoints in {workdir}: {checkpoint_dir} does not exist.")
+  experiment = experiment_lib.build(config, data="eval")
+  run_dir = rundir_lib.RunDir(workdir)
+  if not run_dir.checkpoint_dir.is_dir():
+    raise NoCheckpointError(f"No checkpoints in {run_dir}: "
+                            f"{run_dir.checkpoint_dir} does not exist.")
   # Not the training run's lock: evaluating a run while it trains is fine.
-  lock = workdir_lock.acquire(workdir, name=workdir_lock.EVAL_LOCK_NAME)
+  lock = run_dir.lock(rundir_lib.EVAL_LOCK_NAME)
   checkpointer = checkpointing.Checkpointer(
-      checkpoint_dir, keep=config.keep_checkpoints, asynchronous=False)
-  steps = select_steps(config.evaluation.checkpoints, checkpointer.all_steps())
+      run_dir.checkpoint_dir, keep=config.keep_checkpoints, asynchronous=False)
+  writer = None
+  try:
+    steps = select_steps(config.evaluation.checkpoints,
+                         checkpointer.all_steps())
+    colorizes = experiment.system.colorizes
+    fid = _fid_accumulator(config, experiment.mesh) if colorizes else None
+    evaluator = evaluator_lib.Evaluator(experiment.system, experiment.mesh,
+                                        experiment.state_sharding, fid=fid)
+    is_primary = jax.process_index() == 0
+    writer = metric_writers.create_default_writer(
+        str(run_dir.eval_dir), just_logging=not is_primary, asynchronous=False)
+    results = {}
+    for step in steps:
+      means, images = _evaluate_step(experiment, checkpointer, evaluator, step)
+      if fid is None and colorizes:
+        means["fid_skipped"] = fid_lib.missing_weights_message()
+      results[step] = means
+      writer.write_scalars(step, {f"eval/{k}": v for k, v in means.items()
+                                  if isinstance(v, (int, float))})
+      if is_primary:
+        record = {"checkpoint": str(checkpointer.directory / str(step)),
+                  **means}
+        run_dir.write_eval(step, record)
+        page = report.write_report(
+            run_dir.report_dir(step), {"step": step, **record}, images,
+            title=f"{config.system}: step {step} on {means['dataset']}",
+            captions=_image_captions(images))
+        logging.info("Report: %s", page)
+      logging.info("step %d: %s", step, ", ".join(
+          f"{k}={means[k]:.4g} (gray {means.get('gray_' + k, float('nan')):.4g})"
+          for k in _SUMMARY if k in means))
+    return results
+  finally:
+    if writer is not None:
+      writer.flush()
+      writer.close()
+    checkpointer.close()
+    lock.release()
 
-  mesh = parallel.make_mesh()
-  abstract_state = jax.eval_shape(system.init, jax.random.key(config.seed))
-  state_sharding = jax.tree.map(lambda _: parallel.replicated(mesh),
-                                abstract_state)
-  target = checkpointing.abstract_with_shardings(abstract_state, state_sharding)
-  colorizes = getattr(system, "colorizes", True)
-  fid = _fid_accumulator(config, mesh) if colorizes else None
-  evaluator = evaluation.Evaluator(system, mesh, state_sharding, fid=fid)
+
+def _evaluate_step(experiment: experiment_lib.Experiment,
+                   checkpointer: checkpointing.Checkpointer,
+                   evaluator: evaluator_lib.Evaluator, step: int):
+  """(means, report images) of checkpoint `step` on the evaluation split."""
+  config = experiment.config
   dataset = config.eval_dataset or config.dataset
-  num_images = config.num_eval_images if config.num_eval_images > 0 else None
-  is_primary = jax.process_index() == 0
-  eval_dir = workdir / "eval"
-  writer = metric_writers.create_default_writer(
-      str(eval_dir), just_logging=not is_primary, asynchronous=False)
-
-  results = {}
-  for step in steps:
-    logging.info("Evaluating the checkpoint at step %d of %s on %s.", step,
-                 checkpoint_dir, dataset)
-    try:
-      state = checkpointer.restore(step, target)
-    except checkpointing.CheckpointMismatchError:
-      raise
-    except (ValueError, KeyError, TypeError) as e:
-      # Orbax lists every mismatched variable; the first says enough.
-      detail = " ".join(line.strip() for line in str(e).splitlines()[:2])
-      raise configuration.ConfigError(
-          f"The checkpoint at step {step} does not fit this config's "
-          f"networks (is --config the run's? compare {workdir / 'config.json'}): "
-          f"{detail}") from e
-    batches = input_pipeline.create_eval_batches(
-        dataset, image_size=config.image_size,
-        batch_size=config.eval_batch_size, num_images=num_images,
-        data_dir=config.data_dir or None)
-    start = time.perf_counter()
-    means, images = evaluator.evaluate(
-        state, batches, num_grid_images=config.evaluation.num_report_images)
-    means["eval_seconds"] = time.perf_counter() - start
-    means["dataset"] = dataset
-    means["image_size"] = config.image_size
-    if fid is None and colorizes:
-      means["fid_skipped"] = fid_lib.missing_weights_message()
-    results[step] = means
-    writer.write_scalars(step, {f"eval/{k}": v for k, v in means.items()
-                                if isinstance(v, (int, float))})
-    if is_primary:
-      _write_results(eval_dir, step, checkpoint_dir / str(step), means, images,
-                     title=f"{config.system}: step {step} on {dataset}")
-    logging.info("step %d: %s", step, ", ".join(
-        f"{k}={means[k]:.4g} (gray {means.get('gray_' + k, float('nan')):.4g})"
-        for k in _SUMMARY if k in means))
-  writer.flush()
-  writer.close()
-  checkpointer.close()
-  lock.release()
-  return results
+  logging.info("Evaluating the checkpoint at step %d of %s on %s.", step,
+               checkpointer.directory, dataset)
+  state = experiment.restore(checkpointer, step)
+  batches = data.create_eval_batches(
+      dataset, image_size=config.image_size,
+      batch_size=config.eval_batch_size,
+      num_images=config.num_eval_images if config.num_eval_images > 0 else None,
+      data_dir=config.data_dir or None)
+  start = time.perf_counter()
+  means, images = evaluator.evaluate(
+      state, batches, num_grid_images=config.evaluation.num_report_images)
+  means["eval_seconds"] = time.perf_counter() - start
+  means["dataset"] = dataset
+  means["image_size"] = config.image_size
+  means.update(batches.count_scalars())  # data/*: files skipped, converted
+  return means, images

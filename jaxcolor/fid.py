@@ -55,13 +55,6 @@ _SOURCE_SHA256_KEY = "__source_sha256__"
 _IGNORED_PREFIXES = ("fc.",)
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
 
-_LEAF_TO_TORCH = {
-    ("params", "kernel"): "weight",
-    ("params", "scale"): "weight",
-    ("params", "bias"): "bias",
-    ("batch_stats", "mean"): "running_mean",
-    ("batch_stats", "var"): "running_var",
-}
 
 
 class FIDWeightsError(ValueError):
@@ -95,7 +88,7 @@ _unflatten = traverse_util.unflatten_dict
 def torch_name(collection: str, path: tuple[str, ...]) -> str:
   """('params', ('Mixed_6b', 'branch7x7_2', 'conv', 'kernel')) ->
   'Mixed_6b.branch7x7_2.conv.weight'."""
-  return ".".join(path[:-1] + (_LEAF_TO_TORCH[(collection, path[-1])],))
+  return ".".join(path[:-1] + (torchvision_import.LEAF_TO_TORCH[(collection, path[-1])],))
 
 
 def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:

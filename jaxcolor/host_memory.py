@@ -4,11 +4,11 @@ asking the kernel for transparent huge pages.
 XLA:CPU allocates every temporary buffer of a step with malloc, and glibc
 serves large blocks with fresh `mmap`s, given back after the step: each
 step then faults every 4 KiB page of its temporaries in again, zero-filled
-by the kernel. The pix2pix step at 128 px, batch 16, takes 148,000 minor
-page faults per step that way, and 724 when malloc's blocks ask for 2 MiB
-pages (`madvise(MADV_HUGEPAGE)`, glibc's `glibc.malloc.hugetlb=1` tunable):
-2.83 s -> 2.59 s per step on one core here (docs/benchmarks.md). The same
-holds for host-side buffers of accelerator runs, in smaller measure.
+by the kernel. When malloc's blocks ask for 2 MiB pages instead
+(`madvise(MADV_HUGEPAGE)`, glibc's `glibc.malloc.hugetlb=1` tunable), a step
+faults a few hundred pages instead of over a hundred thousand, and runs
+faster (docs/benchmarks.md has the counts and times). The same holds for
+host-side buffers of accelerator runs, in smaller measure.
 
 glibc reads its tunables when the process starts, so the command-line
 entry points (`python -m jaxcolor.main`, `jaxcolor.benchmark`) call

@@ -2,6 +2,7 @@
 
 import numpy as np
 from etils import epath
+from PIL import Image
 
 
 def make_grid(columns: list[np.ndarray], gap: int = 2) -> np.ndarray:
@@ -26,13 +27,12 @@ def make_grid(columns: list[np.ndarray], gap: int = 2) -> np.ndarray:
 
 def save_png(path: str | epath.Path, image: np.ndarray) -> None:
   """Writes uint8 [H, W, 3] as PNG, via a temporary file (never half-written)."""
-  from PIL import Image  # noqa: PLC0415
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.parent / (path.name + ".tmp")
   with tmp.open("wb") as f:
     Image.fromarray(image).save(f, format="PNG")
-  tmp.rename(path)
+  tmp.replace(path)
 
 
 def to_uint8(rgb: np.ndarray) -> np.ndarray:

@@ -54,7 +54,9 @@ def main(argv):
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
                jax.devices()[0].device_kind)
-  from jaxcolor import evaluate, train  # noqa: PLC0415 (flags parse first)
+  # The jobs import TensorFlow (TensorBoard writers): after the flags parse,
+  # so a flag error is reported at once.
+  from jaxcolor import divergence, evaluate, train  # noqa: PLC0415
   try:
     if _MODE.value == "evaluate":
       evaluate.evaluate_checkpoints(_CONFIG.value, _WORKDIR.value)
@@ -63,7 +65,7 @@ def main(argv):
   except configuration.ConfigError as e:
     print(f"Configuration error: {e}", file=sys.stderr)
     sys.exit(2)
-  except train.TrainingDiverged as e:
+  except divergence.TrainingDiverged as e:
     print(f"Training diverged: {e}", file=sys.stderr)
     sys.exit(3)
 

@@ -1,10 +1,23 @@
-"""Optimisers and learning-rate schedules built from `config.optimizer`."""
+"""The optimiser registry: each name's fields, checks and builder, in one place.
+
+`config.optimizer.name` ('adam' when absent) picks an entry of `REGISTRY`;
+every system builds its optimisers with `create(section, num_steps, key)`,
+which first checks the section (unknown fields, values out of range) and
+raises `ConfigError` naming `config.<key>.<field>`. Systems build their
+optimisers when they are created, so these errors come before anything
+compiles.
+"""
+
+import dataclasses
+from typing import Callable
 
 import jax
 import ml_collections
 import optax
 
-from jaxcolor import configuration
+from jaxcolor.errors import ConfigError, require, suggest
+
+Built = tuple[optax.GradientTransformation, optax.Schedule]
 
 
 def pix2pix_schedule(learning_rate: float, num_train_steps: int,
@@ -25,33 +38,31 @@ def pix2pix_schedule(learning_rate: float, num_train_steps: int,
       boundaries=[constant_steps])
 
 
-def adam(opt_config: ml_collections.ConfigDict, num_train_steps: int
-         ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Adam with the pix2pix schedule; returns (transformation, schedule)."""
-  schedule = pix2pix_schedule(opt_config.learning_rate, num_train_steps,
-                              opt_config.decay_steps,
-                              opt_config.get("constant_steps", -1))
-  return optax.adam(schedule, b1=opt_config.b1, b2=opt_config.b2), schedule
+def _linear_schedule_of(opt: ml_collections.ConfigDict,
+                        num_steps: int) -> optax.Schedule:
+  return pix2pix_schedule(opt.learning_rate, num_steps, opt.decay_steps,
+                          opt.get("constant_steps", -1))
 
 
-def adadelta(opt_config: ml_collections.ConfigDict, num_train_steps: int
-             ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """ADADELTA (Zeiler 2012) with the same schedule; (transformation, schedule).
+def _adam(opt: ml_collections.ConfigDict, num_steps: int) -> Built:
+  """Adam with the pix2pix schedule."""
+  schedule = _linear_schedule_of(opt, num_steps)
+  return optax.adam(schedule, b1=opt.b1, b2=opt.b2), schedule
+
+
+def _adadelta(opt: ml_collections.ConfigDict, num_steps: int) -> Built:
+  """ADADELTA (Zeiler 2012) with the pix2pix schedule.
 
   Iizuka et al. (2016) train with ADADELTA. Its `learning_rate` scales the
   adaptive step: 1.0 is Zeiler's method unscaled (Torch7's optim.adadelta has
   no rate at all). `rho` is the decay of both running averages, `eps` the
   constant inside both square roots, as in Torch7 and optax.
   """
-  schedule = pix2pix_schedule(opt_config.learning_rate, num_train_steps,
-                              opt_config.decay_steps,
-                              opt_config.get("constant_steps", -1))
-  return optax.adadelta(schedule, rho=opt_config.rho,
-                        eps=opt_config.eps), schedule
+  schedule = _linear_schedule_of(opt, num_steps)
+  return optax.adadelta(schedule, rho=opt.rho, eps=opt.eps), schedule
 
 
-def sgd(opt_config: ml_collections.ConfigDict, num_train_steps: int
-        ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def _sgd(opt: ml_collections.ConfigDict, num_steps: int) -> Built:
   """SGD with momentum and weight decay, warm-up then cosine decay to zero.
 
   The ImageNet classification recipe (He et al. 2016; torchvision's
@@ -60,35 +71,99 @@ def sgd(opt_config: ml_collections.ConfigDict, num_train_steps: int
   only on convolution and dense kernels, not on batch-norm scales, offsets
   and biases ("no bias decay", Goyal et al. 2017). The rate rises linearly
   from 0 over `warmup_steps` (none when 0), then follows a cosine to 0 at
-  `num_train_steps`.
+  the last step.
   """
-  warmup = opt_config.warmup_steps
+  warmup = opt.warmup_steps
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0 if warmup else opt_config.learning_rate,
-      peak_value=opt_config.learning_rate, warmup_steps=warmup,
-      decay_steps=num_train_steps, end_value=0.0)
+      init_value=0.0 if warmup else opt.learning_rate,
+      peak_value=opt.learning_rate, warmup_steps=warmup,
+      decay_steps=num_steps, end_value=0.0)
   kernels_only = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
   tx = optax.chain(
-      optax.add_decayed_weights(opt_config.weight_decay, mask=kernels_only),
-      optax.sgd(schedule, momentum=opt_config.momentum,
-                nesterov=opt_config.get("nesterov", False)))
+      optax.add_decayed_weights(opt.weight_decay, mask=kernels_only),
+      optax.sgd(schedule, momentum=opt.momentum,
+                nesterov=opt.get("nesterov", False)))
   return tx, schedule
 
 
-# config.optimizer.name -> builder; a config without `name` means Adam.
-BUILDERS = {"adam": adam, "adadelta": adadelta, "sgd": sgd}
+def _check_linear_schedule(opt, key: str, num_steps: int, steps_name: str):
+  require(0 <= opt.decay_steps <= num_steps, f"{key}.decay_steps",
+          opt.decay_steps, f"between 0 and {steps_name}={num_steps}")
+  require(opt.get("constant_steps", -1) == -1 or opt.constant_steps >= 0,
+          f"{key}.constant_steps", opt.get("constant_steps"),
+          "-1 (the steps before the decay) or a non-negative integer")
 
 
-def create(opt_config: ml_collections.ConfigDict, num_train_steps: int
-           ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """The optimiser `opt_config.name` ('adam' when absent) and its schedule.
+def _check_adam(opt, key: str, num_steps: int, steps_name: str) -> None:
+  require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, f"{key}.b1/b2",
+          (opt.b1, opt.b2), "numbers in [0, 1)")
+  _check_linear_schedule(opt, key, num_steps, steps_name)
 
-  Systems build it before the config is validated: an unknown name is a
-  ConfigError here already.
+
+def _check_adadelta(opt, key: str, num_steps: int, steps_name: str) -> None:
+  require(0 <= opt.rho < 1, f"{key}.rho", opt.rho, "a number in [0, 1)")
+  require(opt.eps > 0, f"{key}.eps", opt.eps, "a positive number")
+  _check_linear_schedule(opt, key, num_steps, steps_name)
+
+
+def _check_sgd(opt, key: str, num_steps: int, steps_name: str) -> None:
+  require(0 <= opt.momentum < 1, f"{key}.momentum", opt.momentum,
+          "a number in [0, 1)")
+  require(opt.weight_decay >= 0, f"{key}.weight_decay", opt.weight_decay,
+          "a non-negative number")
+  require(0 <= opt.warmup_steps < num_steps, f"{key}.warmup_steps",
+          opt.warmup_steps, f"between 0 and {steps_name}={num_steps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """A registry entry: the fields it reads (besides `name`), the check of
+  their values, and the builder of (transformation, schedule)."""
+  fields: tuple[str, ...]
+  check: Callable[[ml_collections.ConfigDict, str, int, str], None]
+  build: Callable[[ml_collections.ConfigDict, int], Built]
+
+
+REGISTRY: dict[str, Optimizer] = {
+    "adam": Optimizer(("learning_rate", "b1", "b2", "constant_steps",
+                       "decay_steps"), _check_adam, _adam),
+    "adadelta": Optimizer(("learning_rate", "rho", "eps", "constant_steps",
+                           "decay_steps"), _check_adadelta, _adadelta),
+    "sgd": Optimizer(("learning_rate", "momentum", "weight_decay",
+                      "warmup_steps", "nesterov"), _check_sgd, _sgd),
+}
+
+
+def check(opt: ml_collections.ConfigDict, num_steps: int, *,
+          key: str = "optimizer", steps_name: str = "num_train_steps") -> None:
+  """ConfigError for an unknown name or field, or a value out of range.
+
+  `key`: where the section sits in the config ('optimizer',
+  'stages.pretrain_optimizer'); `steps_name`: what `num_steps` is called
+  there, for the messages.
   """
-  name = opt_config.get("name", "adam")
-  if name not in BUILDERS:
-    raise configuration.ConfigError(
-        f"config.optimizer.name={name!r} is invalid: one of "
-        f"{', '.join(BUILDERS)}.")
-  return BUILDERS[name](opt_config, num_train_steps)
+  name = opt.get("name", "adam")
+  if name not in REGISTRY:
+    raise ConfigError(
+        f"config.{key}.name={name!r} is invalid: one of "
+        f"{', '.join(REGISTRY)}{suggest(str(name), REGISTRY)}.")
+  entry = REGISTRY[name]
+  known = ("name",) + entry.fields
+  for field in opt.keys():
+    # Overrides on the command line cannot add fields; a config file can.
+    if field not in known:
+      raise ConfigError(
+          f"Unknown config field '{key}.{field}'{suggest(field, known)}; the "
+          f"{name} optimizer reads: {', '.join(known)}.")
+  require(opt.learning_rate > 0, f"{key}.learning_rate", opt.learning_rate,
+          "a positive number")
+  entry.check(opt, key, num_steps, steps_name)
+
+
+def create(opt: ml_collections.ConfigDict, num_steps: int, *,
+           key: str = "optimizer", steps_name: str = "num_train_steps"
+           ) -> Built:
+  """The checked optimiser `opt.name` ('adam' when absent) over `num_steps`
+  steps, and its schedule."""
+  check(opt, num_steps, key=key, steps_name=steps_name)
+  return REGISTRY[opt.get("name", "adam")].build(opt, num_steps)

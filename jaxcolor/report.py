@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from etils import epath
 
+from jaxcolor import image_grid
+
 
 # Table rows: (metric key, label, better: 'higher' | 'lower' | '').
 METRICS = (
@@ -115,16 +117,6 @@ def _other_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in metrics.items() if k not in shown}
 
 
-def _save_png(path: epath.Path, image: np.ndarray) -> None:
-  """uint8 [H, W, 3] -> PNG, replacing an older report's file atomically."""
-  from PIL import Image  # noqa: PLC0415
-
-  tmp = path.parent / (path.name + ".tmp")
-  with tmp.open("wb") as f:
-    Image.fromarray(image).save(f, format="PNG")
-  tmp.replace(path)
-
-
 def write_report(directory: str | epath.Path, metrics: Mapping[str, Any],
                  images: Mapping[str, np.ndarray], *, title: str,
                  captions: Sequence[str] = (), tile_size: int = 256) -> epath.Path:
@@ -149,7 +141,7 @@ def write_report(directory: str | epath.Path, metrics: Mapping[str, Any],
       if key not in images:
         continue
       name = f"images/{i:03d}_{key}.png"
-      _save_png(directory / name, np.asarray(images[key][i]))
+      image_grid.save_png(directory / name, np.asarray(images[key][i]))
       cells.append(f'<td><img src="{name}" alt="{key} {i}"></td>')
     caption = html.escape(captions[i]) if i < len(captions) else ""
     rows.append(f"<tr><td>{i}<br><small>{caption}</small></td>"

@@ -8,7 +8,7 @@ its extension (`a/b.jpg` with `a/b.png`), or, failing that, with the only
 prediction of the same stem anywhere under --predictions, so the outputs of
 `jaxcolor.colorize`, DeOldify or DDColor are scored on equal terms. Every
 pair is scored at full resolution by the metrics the evaluator reports
-(`jaxcolor.metrics.image_metrics`: PSNR and SSIM on 8-bit RGB, ab MSE and
+(`jaxcolor.color_metrics.image_metrics`: PSNR and SSIM on 8-bit RGB, ab MSE and
 MAE, pixel accuracy, raw-accuracy AuC, colourfulness of prediction and truth
 and their difference), and so is the gray baseline (the truth's own L*, ab =
 0), beside it. A photo without a prediction, a prediction of another size,
@@ -31,9 +31,11 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
+from tqdm import tqdm
 
 from jaxcolor import color
-from jaxcolor import metrics
+from jaxcolor import color_metrics
 from jaxcolor.data import sources
 from jaxcolor.data import transforms
 
@@ -104,12 +106,12 @@ def _score_pair(pred_u8: jax.Array, true_u8: jax.Array) -> dict[str, jax.Array]:
   true_lab = color.rgb_to_lab(true_rgb)
   gray_lab = jnp.concatenate([true_lab[..., :1],
                               jnp.zeros_like(true_lab[..., 1:])], axis=-1)
-  true_colorfulness = metrics.colorfulness(true_rgb)
+  true_colorfulness = color_metrics.colorfulness(true_rgb)
   out = {}
   for name, rgb, lab in (
       (PREDICTION, pred_rgb, color.rgb_to_lab(pred_rgb)),
       (GRAY, color.lab_to_rgb(gray_lab), gray_lab)):
-    values = metrics.image_metrics(rgb, lab, true_rgb, true_lab,
+    values = color_metrics.image_metrics(rgb, lab, true_rgb, true_lab,
                                    true_colorfulness)
     values["psnr"] = jnp.minimum(values["psnr"], _PSNR_CAP)
     out[name] = {k: v[0] for k, v in values.items()}
@@ -135,7 +137,6 @@ def score(truth_dir: str | os.PathLike, prediction_dir: str | os.PathLike, *,
     problems[str(truth)] = ("several predictions share its stem: "
                             + ", ".join(map(str, candidates)))
   rows = []
-  from tqdm import tqdm  # noqa: PLC0415 (only for the progress bar)
   for key, truth, prediction in tqdm(pairing.pairs, unit="image",
                                      disable=not progress):
     try:
@@ -218,7 +219,6 @@ def write_csv(result: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-  from absl import flags  # noqa: PLC0415
 
   FLAGS = flags.FLAGS
   if len(argv) > 1:
@@ -241,7 +241,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 def _define_flags() -> None:
-  from absl import flags  # noqa: PLC0415
 
   flags.DEFINE_string("truth", None, "Folder of the true colour photos.")
   flags.DEFINE_string("predictions", None, "Folder of the colorized photos.")

@@ -13,7 +13,8 @@ import numpy as np
 
 from jaxcolor import parallel
 from jaxcolor import systems
-from jaxcolor import train
+from jaxcolor import train_step
+from jaxcolor import experiment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,7 @@ def init_host_state(config):
   initialise once, then start several runs from it."""
   system = systems.create(config)
   init_rng = jax.random.split(jax.random.key(config.seed))[0]
-  with jax.threefry_partitionable(False):  # As train.init_state.
+  with jax.threefry_partitionable(False):  # As experiment.init_state.
     return jax.device_get(jax.jit(system.init)(init_rng))
 
 
@@ -55,9 +56,9 @@ def run_steps(config, devices, num_steps: int, initial_state=None):
   mesh = parallel.make_mesh(devices)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   abstract = jax.eval_shape(system.init, init_rng)
-  step_fn, sharding = train.jit_train_step(system, mesh, abstract)
+  step_fn, sharding = train_step.jit_train_step(system, mesh, abstract)
   if initial_state is None:
-    state = train.init_state(system, sharding, init_rng)
+    state = experiment.init_state(system, sharding, init_rng)
   else:  # Its values, in this system's tree (static fields are per system).
     state = jax.device_put(jax.tree.unflatten(
         jax.tree.structure(abstract), jax.tree.leaves(initial_state)), sharding)

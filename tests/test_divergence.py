@@ -1,4 +1,4 @@
-"""Divergence: a non-finite step is discarded (`train.guard_nonfinite`); the
+"""Divergence: a non-finite step is discarded (`divergence.guard_nonfinite`); the
 run stops naming the network, the step and the last good checkpoint, or,
 with `config.skip_nonfinite_steps`, skips and counts such steps. No
 checkpoint ever holds a non-finite value.
@@ -20,6 +20,7 @@ from jaxcolor import checkpointing
 from jaxcolor import configuration
 from jaxcolor import systems
 from jaxcolor import train
+from jaxcolor import divergence
 from jaxcolor.systems import base
 from jaxcolor.systems import pix2pix
 
@@ -64,7 +65,7 @@ def _toy_batch(generator_scale=1.0, discriminator_loss=0.0):
 
 
 def _run_guarded(state, batch):
-  step = jax.jit(train.guard_nonfinite(_toy_step,
+  step = jax.jit(divergence.guard_nonfinite(_toy_step,
                                        ("discriminator", "generator")))
   return jax.device_get(step(state, batch, jax.random.key(0)))
 
@@ -128,14 +129,14 @@ def test_gradient_norm_stands_for_parameters_and_optimiser_state():
     return new_state, dict(metrics, generator_grad_norm=jnp.linalg.norm(grad))
 
   def count_isfinite(step_fn):
-    guarded = train.guard_nonfinite(step_fn, ("discriminator", "generator"))
+    guarded = divergence.guard_nonfinite(step_fn, ("discriminator", "generator"))
     # With a momentum buffer: parameters and optimiser state to skip.
     state = _toy_state(optax.sgd(0.5, momentum=0.9))
     jaxpr = jax.make_jaxpr(guarded)(state, _toy_batch(), jax.random.key(0))
     return str(jaxpr).count("is_finite")
 
   state = jax.device_get(_toy_state())
-  step = jax.jit(train.guard_nonfinite(step_with_norms,
+  step = jax.jit(divergence.guard_nonfinite(step_with_norms,
                                        ("discriminator", "generator")))
   kept, metrics = jax.device_get(step(state, _toy_batch(generator_scale=np.inf),
                                       jax.random.key(0)))
@@ -202,7 +203,7 @@ def test_default_stops_before_the_next_checkpoint(tmp_path,
   # check before the save at step 4 must stop the run.
   config = _config(checkpoint_every_steps=2, log_every_steps=100)
   workdir = tmp_path / "run"
-  with pytest.raises(train.TrainingDiverged) as error:
+  with pytest.raises(divergence.TrainingDiverged) as error:
     train.train_and_evaluate(config, str(workdir))
   message = str(error.value)
   assert "generator at step 3" in message, message

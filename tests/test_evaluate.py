@@ -17,11 +17,11 @@ import helpers
 from jaxcolor import configuration
 from jaxcolor import data
 from jaxcolor import evaluate
-from jaxcolor import evaluation
+from jaxcolor import evaluator as evaluator_lib
 from jaxcolor import fid
 from jaxcolor import parallel
 from jaxcolor import systems
-from jaxcolor import train
+from jaxcolor import experiment
 
 
 def _stand_in_features(rgb: jax.Array) -> jax.Array:
@@ -53,9 +53,9 @@ def test_evaluator_metrics_match_independent_computation():
   mesh = parallel.make_mesh()
   abstract = jax.eval_shape(system.init, jax.random.key(0))
   sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
-  state = train.init_state(system, sharding, jax.random.key(0))
+  state = experiment.init_state(system, sharding, jax.random.key(0))
   features = jax.jit(_stand_in_features)
-  evaluator = evaluation.Evaluator(system, mesh, sharding,
+  evaluator = evaluator_lib.Evaluator(system, mesh, sharding,
                                    fid=fid.FIDAccumulator(features))
   # 13 images in batches of 8: the second batch is padded (mask False).
   batches = data.create_eval_batches("sample", image_size=32, batch_size=8,

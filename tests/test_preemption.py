@@ -280,7 +280,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
   together and exit 0."""
   workdir = tmp_path / "pod"
   steps = 200
-  # The learning-rate schedule of tests/test_multiprocess.py's 4-step runs
+  # The learning-rate schedule of tests/test_distributed.py's 4-step runs
   # (the rate is 0 from step 4; only the stop matters here), so the same
   # compiled step serves both (the schedule is part of the program).
   run = _Run(workdir, 1, steps=steps, checkpoint_every=100, processes=2,

@@ -1,6 +1,6 @@
 """Weight files never run pickled code: a file whose pickle would execute
 something is refused by every loader, and nothing runs. (sha256 checks:
-tests/test_fid.py and tests/test_resnet.py; the FID .pth case is here.)"""
+tests/test_fid.py and tests/models/test_resnet.py; the FID .pth case is here.)"""
 
 import pickle
 

@@ -12,6 +12,8 @@ from jaxcolor import configuration
 from jaxcolor import parallel
 from jaxcolor import systems
 from jaxcolor import train
+from jaxcolor import train_step
+from jaxcolor import experiment
 
 from helpers import REPO, assert_same_steps, load_config, run_steps
 
@@ -77,20 +79,20 @@ def test_invalid_config_fails_before_compiling(tmp_path):
   config = load_config("configs/pix2pix.py")
   config.batch_size = 12  # 8 devices cannot split it.
   with pytest.raises(configuration.ConfigError, match="batch_size=12"):
-    train.setup(config, str(tmp_path))
+    experiment.build(config)
   config = load_config("configs/pix2pix.py")
   config.image_size = 40  # 5 downsamplings need a multiple of 32.
   with pytest.raises(configuration.ConfigError, match="image_size=40"):
-    train.setup(config, str(tmp_path))
+    experiment.build(config)
   config = load_config("configs/pix2pix.py")
   config.loss.gan_mode = "wgan"
   with pytest.raises(configuration.ConfigError, match="gan_mode"):
-    train.setup(config, str(tmp_path))
+    experiment.build(config)
   config = load_config("configs/pix2pix.py")
   with config.unlocked():
     config.generator.ngff = 3
   with pytest.raises(configuration.ConfigError, match="ngff"):
-    train.setup(config, str(tmp_path))
+    experiment.build(config)
 
 
 def test_main_end_to_end_smoke(tmp_path):
@@ -129,9 +131,9 @@ def test_short_run_lowers_l1():
   system = systems.create(config)
   mesh = parallel.make_mesh(jax.devices()[:1])  # 8 simulated devices: 10x slower.
   init_rng, step_rng = jax.random.split(jax.random.key(0))
-  step_fn, sharding = train.jit_train_step(
+  step_fn, sharding = train_step.jit_train_step(
       system, mesh, jax.eval_shape(system.init, init_rng))
-  state = train.init_state(system, sharding, init_rng)
+  state = experiment.init_state(system, sharding, init_rng)
   photos = data.create_train_iterator(
       "sample", image_size=config.image_size,
       global_batch_size=config.batch_size, seed=0)

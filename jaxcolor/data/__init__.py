@@ -12,11 +12,12 @@ Dataset strings are described in `jaxcolor.data.sources`.
 from jaxcolor.data.pipeline import CountReport
 from jaxcolor.data.pipeline import create_eval_batches
 from jaxcolor.data.pipeline import create_train_iterator
-from jaxcolor.data.pipeline import describe
 from jaxcolor.data.pipeline import training_counts
 from jaxcolor.data.sources import DatasetNotPreparedError
+from jaxcolor.data.sources import check_datasets
+from jaxcolor.data.sources import describe
 from jaxcolor.data.sources import NoUsableImagesError
 
 __all__ = ["create_train_iterator", "create_eval_batches", "describe",
            "training_counts", "CountReport", "DatasetNotPreparedError",
-           "NoUsableImagesError"]
+           "NoUsableImagesError", "check_datasets"]

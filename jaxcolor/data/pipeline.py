@@ -393,11 +393,3 @@ def create_eval_batches(dataset: str, *, image_size: int, batch_size: int,
   return EvalBatches(records.to_iter_dataset(_read_options(batch_size)),
                      num_batches=num_batches, batch_size=batch_size,
                      image_size=image_size, has_labels=data.has_labels)
-
-
-def describe(dataset: str, data_dir: str | None = None) -> dict[str, Any]:
-  """Name, split sizes (files or records, before any is skipped), labels."""
-  data = sources.open_dataset(dataset, data_dir)
-  return {"name": data.name, "num_train": len(data.train),
-          "num_eval": len(data.eval), "has_labels": data.has_labels,
-          "num_classes": data.num_classes}

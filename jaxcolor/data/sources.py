@@ -30,7 +30,7 @@ import os
 import pathlib
 from typing import Any
 
-from jaxcolor import configuration
+from jaxcolor.errors import ConfigError, suggest
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # 'test' last: CIFAR-10 exports come as train/ + test/ only.
@@ -52,7 +52,7 @@ USAGE = ("expected 'sample', 'folder:/path/to/images', one of "
          "another TFDS image dataset")
 
 
-class DatasetNotFoundError(configuration.ConfigError, FileNotFoundError):
+class DatasetNotFoundError(ConfigError, FileNotFoundError):
   """A dataset string that names nothing: an unknown name, no such folder.
 
   A `ConfigError` (printed by `jaxcolor.main` as one line), and still the
@@ -60,11 +60,11 @@ class DatasetNotFoundError(configuration.ConfigError, FileNotFoundError):
   """
 
 
-class DatasetNotPreparedError(configuration.ConfigError, FileNotFoundError):
+class DatasetNotPreparedError(ConfigError, FileNotFoundError):
   """A TFDS dataset is missing from data_dir (or is not in ArrayRecord form)."""
 
 
-class NoUsableImagesError(configuration.ConfigError):
+class NoUsableImagesError(ConfigError):
   """A split without one usable image: none listed, or every one skipped.
 
   A `ConfigError` (config.dataset names data that cannot train), so
@@ -271,7 +271,7 @@ def open_tfds(name: str, data_dir: str | None = None) -> Dataset:
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    hint = configuration.suggest(
+    hint = suggest(
         name.split(":")[0], tfds.list_builders(with_community_datasets=False))
     raise DatasetNotFoundError(f"Unknown dataset {name!r}{hint}: TFDS has no "
                                f"such dataset; {USAGE}.") from None
@@ -325,5 +325,54 @@ def open_dataset(dataset: str, data_dir: str | None = None) -> Dataset:
     return open_tfds(dataset, data_dir)
   if dataset.startswith("tfds:") and len(dataset) > len("tfds:"):
     return open_tfds(dataset[len("tfds:"):], data_dir)
-  hint = configuration.suggest(dataset, ["sample", *TFDS_SPLITS])
+  hint = suggest(dataset, ["sample", *TFDS_SPLITS])
   raise DatasetNotFoundError(f"Unknown dataset {dataset!r}{hint}: {USAGE}.")
+
+
+def describe(dataset: str, data_dir: str | None = None) -> dict[str, Any]:
+  """Name, split sizes (files or records, before any is skipped), labels."""
+  data = open_dataset(dataset, data_dir)
+  return {"name": data.name, "num_train": len(data.train),
+          "num_eval": len(data.eval), "has_labels": data.has_labels,
+          "num_classes": data.num_classes}
+
+
+def check_datasets(config, *, train: bool = True) -> dict[str, dict[str, Any]]:
+  """Opens a run's datasets as the run will, reading no image.
+
+  Training and evaluation runs call it once (`experiment.build`), before
+  they write to the workdir or compile anything.
+
+  Args:
+    config: the full configuration.
+    train: check `dataset` and `eval_dataset`; False: only the one that
+      an evaluation run reads (`eval_dataset`, else `dataset`).
+
+  Returns:
+    {config key: `describe(...)`} of each dataset checked ('dataset',
+    'eval_dataset'), for the system to check its needs against (labels,
+    class count).
+
+  Raises:
+    ConfigError: naming the key, for an unknown name (with the closest
+      known one), a missing or empty folder, or a TFDS dataset that is not
+      prepared in data_dir (with the `tfds build` command that prepares it).
+  """
+  if train:
+    keys = ("dataset", "eval_dataset")
+  else:
+    keys = ("eval_dataset",) if config.eval_dataset else ("dataset",)
+  described: dict[str, dict[str, Any]] = {}
+  for key in keys:
+    name = config[key]
+    if not name:
+      continue
+    same = next((v for k, v in described.items() if config[k] == name), None)
+    if same is not None:
+      described[key] = same
+      continue
+    try:
+      described[key] = describe(name, config.data_dir or None)
+    except (OSError, ValueError) as e:  # Whatever raised it, the key is at fault.
+      raise ConfigError(f"config.{key}={name!r}: {e}") from None
+  return described

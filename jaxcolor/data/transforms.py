@@ -50,10 +50,10 @@ CONVERSION_KINDS = ("converted_cmyk", "converted_palette", "converted_alpha",
 
 # An RGB image is treated as grayscale when the mean over pixels of
 # max(R, G, B) - min(R, G, B) is at most this (on 0..255), measured after the
-# resize. Gray photos saved as RGB JPEG measure 0 to about 1. Of the 2,376
-# photos in ../shared/data/photos256, 35 measure at most 2: product shots on
-# white and a black-and-white soil close-up, all without visible colour; a
-# brown beetle on white paper measures 2.65 and is kept.
+# resize. Gray photos saved as RGB JPEG measure 0 to about 1; photos at or
+# below 2 are, in the photo set this was chosen on, product shots on white
+# and black-and-white close-ups without visible colour, while a brown beetle
+# on white paper measures above it and is kept (docs/design.md, "Data").
 GRAYSCALE_MAX_MEAN_SPREAD = 2.0
 
 # Key of the tuple of event names every transformed record carries.

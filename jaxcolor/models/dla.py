@@ -63,7 +63,16 @@ class ConvBlock(nn.Module):
     return x
 
 
-class Downsample(nn.Module):
+class _ScaleStep(nn.Module):
+  """The fields `Downsample` and `Upsample` share: output channels, the
+  normalisation, and the compute and parameter dtypes."""
+  features: int
+  norm: layers.NormKind = "batch"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+
+class Downsample(_ScaleStep):
   """A 4x4 stride-2 convolution (padding 1) with normalisation and ReLU.
 
   Paper 002 sec. 3.1 replaces DLA's pooling by "step-size convolution", and
@@ -74,23 +83,16 @@ class Downsample(nn.Module):
 
   [B, H, W, C] -> [B, H/2, W/2, features].
   """
-  features: int
-  norm: layers.NormKind = "batch"
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = nn.Conv(self.features, (4, 4), strides=(2, 2),
                 padding=((1, 1), (1, 1)), use_bias=layers.uses_bias(self.norm),
                 kernel_init=layers.conv_init, dtype=self.dtype,
                 param_dtype=self.param_dtype)(x)
-    x = layers.Normalization(self.norm, dtype=self.dtype,
-                             param_dtype=self.param_dtype)(x, train)
-    return nn.relu(x)
+    return _normalize_relu(self, x, train)
 
 
-class Upsample(nn.Module):
+class Upsample(_ScaleStep):
   """A 4x4 stride-2 transposed convolution (padding 1), normalisation, ReLU.
 
   Paper 002 sec. 3.1: "step-size transposed convolution to complete
@@ -102,20 +104,20 @@ class Upsample(nn.Module):
 
   [B, H, W, C] -> [B, 2H, 2W, features].
   """
-  features: int
-  norm: layers.NormKind = "batch"
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = layers.ConvTranspose2x(
         self.features, kernel_size=4, padding=1,
         use_bias=layers.uses_bias(self.norm), dtype=self.dtype,
         param_dtype=self.param_dtype)(x)
-    x = layers.Normalization(self.norm, dtype=self.dtype,
-                             param_dtype=self.param_dtype)(x, train)
-    return nn.relu(x)
+    return _normalize_relu(self, x, train)
+
+
+def _normalize_relu(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:
+  """`module.norm` normalisation then ReLU, as every DLA block ends."""
+  x = layers.Normalization(module.norm, dtype=module.dtype,
+                           param_dtype=module.param_dtype)(x, train)
+  return nn.relu(x)
 
 
 def node_inputs(scale: int, step: int, depth: int) -> list[tuple[int, int]]:

@@ -85,15 +85,15 @@ def _phase_taps(kernel_size: int, padding: int, phase: int) -> tuple[list[int], 
 
 # -- Stride-2 convolutions in the forms XLA:CPU runs fast ---------------------
 #
-# Measured on XLA:CPU (jax 0.10.2; docs/benchmarks.md): a stride-2 convolution's
-# forward pass and its weight gradient are fast, and so is a stride-1
-# convolution; an lhs-dilated convolution (the input gradient of a stride-2
-# convolution, the forward pass of `lax.conv_transpose`) is 2-3x slower, and the
-# weight gradient of a stride-1 convolution whose window is the whole image (a
-# phase convolution's) 2-3x slower again. And when a convolution's kernel
-# covers more positions than its input (the innermost U-Net levels: 2 x 2
-# inputs, 4 x 4 kernels), XLA swaps its operands into a form that runs 50x
-# slower (0.65 s instead of 0.02 s for one 512-channel layer at batch 16).
+# On XLA:CPU a stride-2 convolution's forward pass and its weight gradient
+# are fast, and so is a stride-1 convolution; an lhs-dilated convolution (the
+# input gradient of a stride-2 convolution, the forward pass of
+# `lax.conv_transpose`) is several times slower, and the weight gradient of a
+# stride-1 convolution whose window is the whole image (a phase
+# convolution's) slower again. And when a convolution's kernel covers more
+# positions than its input (the innermost U-Net levels: 2 x 2 inputs, 4 x 4
+# kernels), XLA swaps its operands into a far slower form. The timings are in
+# docs/benchmarks.md.
 # The two functions below compute the PyTorch semantics of Conv2d(k, stride=2,
 # padding=p) and ConvTranspose2d(k, stride=2, padding=p) and choose, for each
 # pass, the fast form of the same sums, using that each is the other's input
@@ -124,7 +124,7 @@ def _phase_convolutions(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Ar
   _, height, width, _ = x.shape
   if height == width == 1:
     # Output (r, c) reads only tap (r + p, c + p) of the one input pixel: a
-    # matrix product (as convolutions XLA would swap the operands, 10x slower).
+    # matrix product (as convolutions XLA would swap the operands, slowly).
     return jnp.einsum("bi,hwio->bhwo", x[:, 0, 0],
                       kernel[padding:padding + 2, padding:padding + 2])
   if kernel.shape[-1] <= _FEW_OUTPUTS or height * width < k * k:
@@ -153,9 +153,8 @@ def _interleaved(phase) -> jax.Array:
 
 # Up to this many output channels a transposed convolution's forward pass is
 # one matrix product (`_tap_products`): XLA:CPU runs a convolution with 2
-# outputs (every generator's last layer, ab) 18x slower than that product
-# (96 ms against 5.4 ms at 64 x 64 x 128 -> 128 x 128 x 2, batch 16, one
-# core); at 32 outputs the convolutions win (docs/benchmarks.md).
+# outputs (every generator's last layer, ab) an order of magnitude slower
+# than that product; at 32 outputs the convolutions win (docs/benchmarks.md).
 _FEW_OUTPUTS = 16
 
 
@@ -315,7 +314,18 @@ def _conv_transpose_2x_backward(padding, output_padding, residuals, grad):
 conv_transpose_2x.defvjp(_conv_transpose_2x_forward, _conv_transpose_2x_backward)
 
 
-class Conv2x(nn.Module):
+class _Stride2Conv(nn.Module):
+  """The fields `Conv2x` and `ConvTranspose2x` share (see theirs)."""
+  features: int
+  kernel_size: int = 4
+  padding: int = 1
+  use_bias: bool = True
+  kernel_init: Any = conv_init
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+
+class Conv2x(_Stride2Conv):
   """A stride-2 convolution that halves height and width.
 
   The same function and parameters as `nn.Conv(features, (k, k), strides=2,
@@ -330,13 +340,6 @@ class Conv2x(nn.Module):
     padding: zero padding on every side (1 in pix2pix); the input must be
       exactly halved: kernel_size - 2 * padding == 2, even height and width.
   """
-  features: int
-  kernel_size: int = 4
-  padding: int = 1
-  use_bias: bool = True
-  kernel_init: Any = conv_init
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -347,17 +350,10 @@ class Conv2x(nn.Module):
           f"Conv2x halves even sizes exactly: it needs kernel_size - 2*padding "
           f"== 2 and an even input; got kernel_size={k}, padding={p}, input "
           f"{height}x{width}.")
-    kernel = self.param("kernel", self.kernel_init,
-                        (k, k, x.shape[-1], self.features), self.param_dtype)
-    y = conv_2x(x.astype(self.dtype), kernel.astype(self.dtype), p)
-    if self.use_bias:
-      bias = self.param("bias", nn.initializers.zeros, (self.features,),
-                        self.param_dtype)
-      y = y + bias.astype(self.dtype)
-    return y
+    return _kernel_bias_apply(self, x, lambda x, w: conv_2x(x, w, p))
 
 
-class ConvTranspose2x(nn.Module):
+class ConvTranspose2x(_Stride2Conv):
   """A stride-2 transposed convolution that doubles height and width.
 
   The same function and parameters as `torch.nn.ConvTranspose2d(in, out,
@@ -367,7 +363,7 @@ class ConvTranspose2x(nn.Module):
   one per output phase (row parity x column parity), interleaved; its
   gradients are those of the adjoint strided convolution (`conv_transpose_2x`).
   XLA:CPU takes the weight gradient of `lax.conv_transpose` (an lhs-dilated
-  convolution) 60-90x slower than its forward (see ../shared/STACK.md).
+  convolution) far slower than its forward (docs/benchmarks.md).
 
   Attributes:
     features: output channels.
@@ -376,14 +372,7 @@ class ConvTranspose2x(nn.Module):
     output_padding: PyTorch's `output_padding`; the output must be exactly
       twice the input, i.e. kernel_size - 2 * padding + output_padding == 2.
   """
-  features: int
-  kernel_size: int = 4
-  padding: int = 1
   output_padding: int = 0
-  use_bias: bool = True
-  kernel_init: Any = conv_init
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -393,12 +382,22 @@ class ConvTranspose2x(nn.Module):
           f"ConvTranspose2x needs kernel_size - 2*padding + output_padding == 2 "
           f"to double the size; got kernel_size={k}, padding={p}, "
           f"output_padding={self.output_padding}.")
-    kernel = self.param("kernel", self.kernel_init,
-                        (k, k, x.shape[-1], self.features), self.param_dtype)
-    y = conv_transpose_2x(x.astype(self.dtype), kernel.astype(self.dtype), p,
-                          self.output_padding)
-    if self.use_bias:
-      bias = self.param("bias", nn.initializers.zeros, (self.features,),
-                        self.param_dtype)
-      y = y + bias.astype(self.dtype)
-    return y
+    return _kernel_bias_apply(
+        self, x, lambda x, w: conv_transpose_2x(x, w, p, self.output_padding))
+
+
+def _kernel_bias_apply(module: nn.Module, x: jax.Array, convolve) -> jax.Array:
+  """`convolve(x, kernel) + bias` in `module.dtype`, declaring the module's
+  parameters: `kernel` [k, k, in, features] and, with `use_bias`, `bias`
+  (zeros). Shared by `Conv2x` and `ConvTranspose2x`, whose parameters are
+  laid out alike."""
+  k = module.kernel_size
+  kernel = module.param("kernel", module.kernel_init,
+                        (k, k, x.shape[-1], module.features),
+                        module.param_dtype)
+  y = convolve(x.astype(module.dtype), kernel.astype(module.dtype))
+  if module.use_bias:
+    bias = module.param("bias", nn.initializers.zeros, (module.features,),
+                        module.param_dtype)
+    y = y + bias.astype(module.dtype)
+  return y

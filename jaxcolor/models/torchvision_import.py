@@ -174,7 +174,7 @@ def load_torchvision_resnet18(
 # ---------------------------------------------------------------------------
 # Name and layout mapping.
 
-_LEAF_TO_TORCH = {
+LEAF_TO_TORCH = {
     ("params", "kernel"): "weight",
     ("params", "scale"): "weight",
     ("params", "bias"): "bias",
@@ -197,7 +197,7 @@ def torch_name(collection: str, path: tuple[str, ...]) -> str:
   """
   modules = path[1:-1] if path[0] == "body" else path[:-1]
   parts = [_INDEXED_MODULE.sub(r"\1.\2", m) for m in modules]
-  leaf = _LEAF_TO_TORCH.get((collection, path[-1]))
+  leaf = LEAF_TO_TORCH.get((collection, path[-1]))
   if leaf is None:
     raise ValueError(
         f"No torchvision counterpart for {collection}/{'/'.join(path)}.")

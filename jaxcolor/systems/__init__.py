@@ -8,7 +8,7 @@ import importlib
 
 import ml_collections
 
-from jaxcolor.configuration import ConfigError, suggest
+from jaxcolor.errors import ConfigError, suggest
 from jaxcolor.systems.base import System
 
 # name -> "module:Class", relative to this package.

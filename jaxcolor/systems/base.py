@@ -17,8 +17,8 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-from jaxcolor import configuration
 from jaxcolor import models
+from jaxcolor.errors import ConfigError
 
 State = dict[str, Any]
 Metrics = dict[str, jax.Array]
@@ -55,13 +55,13 @@ def build_network(net_config: ml_collections.ConfigDict, compute_dtype: str,
   kwargs = dict(net_config)
   name = kwargs.pop("name", None)
   if name is None:
-    raise configuration.ConfigError(
+    raise ConfigError(
         f"config.{key}.name is missing; registered networks: "
         f"{', '.join(models.names())}.")
   try:
     return models.build(name, dtype=jnp.dtype(compute_dtype), **kwargs)
   except ValueError as e:
-    raise configuration.ConfigError(f"config.{key}: {e}") from None
+    raise ConfigError(f"config.{key}: {e}") from None
 
 
 def create_train_state(module: nn.Module, tx: optax.GradientTransformation,
@@ -133,6 +133,31 @@ class System(abc.ABC):
     generator's output before an improver) are evaluated alongside it.
     """
 
+  def abstract_state(self) -> State:
+    """The state's shapes and dtypes (`jax.eval_shape` of `init`; nothing
+    compiles), traced once and kept.
+
+    Also the shape check every system's `validate` runs: a network that
+    cannot take `config.image_size` fails here, as a ConfigError naming it.
+    """
+    if getattr(self, "_abstract_state", None) is None:
+      try:
+        self._abstract_state = jax.eval_shape(self.init, jax.random.key(0))
+      except (ValueError, TypeError) as e:
+        raise ConfigError(
+            f"config.image_size={self.config.image_size}: the networks of "
+            f"system {self.config.system!r} cannot take it: {e}") from None
+    return self._abstract_state
+
+  def check_datasets(self, datasets: dict[str, dict[str, Any]]) -> None:
+    """Checks what the run's datasets hold against what the system needs.
+
+    `datasets`: {'dataset' / 'eval_dataset': `jaxcolor.data.describe(...)`}
+    of the datasets the job opened (none for the benchmark's synthetic
+    batches). Raises ConfigError; the default needs nothing.
+    """
+    del datasets
+
   def learning_rates(self, state: State) -> Metrics:
     """Current learning rate of each network, for logging."""
     return {}
@@ -187,11 +212,11 @@ def reject_generator_options(config: ml_collections.ConfigDict,
                              system: str) -> None:
   """ConfigError for the GAN generator's options on a system without one."""
   if config.get("generator_ema_decay", 0.0):
-    raise configuration.ConfigError(
+    raise ConfigError(
         f"config.generator_ema_decay={config.generator_ema_decay!r} is "
         f"invalid for the {system} system: it has no GAN generator; use 0.")
   if config.get("generator_test_mode", "eval") != "eval":
-    raise configuration.ConfigError(
+    raise ConfigError(
         f"config.generator_test_mode={config.generator_test_mode!r} is "
         f"invalid for the {system} system: it has no GAN generator; use "
         "'eval'.")

@@ -27,13 +27,14 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxcolor import backbone
 from jaxcolor import color
-from jaxcolor import configuration
 from jaxcolor import optimizers
+from jaxcolor.errors import ConfigError
 from jaxcolor.systems import base
 
 # The state key of the network; jaxcolor/backbone.py reads it back.
-NETWORK = "classifier"
+NETWORK = backbone.CLASSIFY_NETWORK
 INPUT_CHANNELS = (1, 3)
 
 
@@ -57,40 +58,27 @@ class Classifier(base.System):
   def validate(self) -> None:
     base.reject_generator_options(self.config, "classify")
     if self.config.optimizer.get("name", "adam") != "sgd":
-      raise configuration.ConfigError(
+      raise ConfigError(
           f"config.optimizer.name={self.config.optimizer.get('name', 'adam')!r}"
           " is invalid for the classify system: 'sgd' (the ImageNet recipe; "
           "see configs/resnet18_classify.py).")
     if self.input_channels not in INPUT_CHANNELS:
-      raise configuration.ConfigError(
+      raise ConfigError(
           f"config.classifier.input_channels={self.input_channels!r} is "
           "invalid: 1 (lightness) or 3 (RGB).")
-    try:
-      jax.eval_shape(self.init, jax.random.key(0))
-    except (ValueError, TypeError) as e:
-      raise configuration.ConfigError(
-          f"config.classifier / image_size={self.config.image_size}: the "
-          f"network cannot take it: {e}") from None
-    self._check_labels()
+    self.abstract_state()  # The shape check.
 
-  def _check_labels(self) -> None:
+  def check_datasets(self, datasets: dict[str, dict]) -> None:
     """The datasets must have labels, as many classes as the classifier."""
-    from jaxcolor import data  # noqa: PLC0415 (data libraries stay out of the step)
-    for key in ("dataset", "eval_dataset"):
+    for key, info in datasets.items():
       name = self.config[key]
-      if not name:
-        continue
-      try:
-        info = data.describe(name, self.config.data_dir or None)
-      except (OSError, ValueError):
-        continue  # Missing or unprepared: the input pipeline reports it.
       if not info["has_labels"]:
-        raise configuration.ConfigError(
+        raise ConfigError(
             f"config.{key}={name!r} has no labels: the classify system needs "
             "a labelled dataset (a TFDS classification dataset, or a folder "
             "laid out as train/<class>/*.jpg + test/<class>/*.jpg).")
       if info["num_classes"] != self.num_classes:
-        raise configuration.ConfigError(
+        raise ConfigError(
             f"config.classifier.num_classes={self.num_classes} but "
             f"config.{key}={name!r} has {info['num_classes']} classes.")
 

@@ -32,9 +32,9 @@ import optax
 from absl import logging
 
 from jaxcolor import color
-from jaxcolor import configuration
 from jaxcolor import losses
 from jaxcolor import optimizers
+from jaxcolor.errors import ConfigError
 from jaxcolor.systems import base
 
 
@@ -82,7 +82,7 @@ class Iizuka(base.System):
     self.tx, self.schedule = optimizers.create(config.optimizer,
                                                config.num_train_steps)
     # Whether evaluation reports the classification accuracy of labelled
-    # batches; `validate` turns it off when the classifier does not train or
+    # batches; `check_datasets` turns it off when the classifier does not train or
     # the evaluation labels are not its classes.
     self.eval_accuracy = True
 
@@ -93,63 +93,27 @@ class Iizuka(base.System):
     alpha = self.classification_weight
     if (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
         or not alpha >= 0):
-      raise configuration.ConfigError(
+      raise ConfigError(
           f"config.loss.classification_weight={alpha!r} is invalid: a "
           "non-negative number (the original's alpha is 1/300).")
-    self._check_shapes()
-    self._check_labels()
+    self.abstract_state()  # The shape check.
 
-  def _check_shapes(self) -> None:
-    """Traces the network once on the configured size (nothing compiles)."""
-    try:
-      jax.eval_shape(self.init, jax.random.key(0))
-    except (ValueError, TypeError) as e:
-      raise configuration.ConfigError(
-          f"config.image_size={self.config.image_size}: the network cannot "
-          f"take it: {e}") from None
-
-  def _check_labels(self) -> None:
+  def check_datasets(self, datasets: dict[str, dict]) -> None:
     """Decides, and says, whether the classification term trains.
 
     The input pipeline yields labels for labelled datasets only, so the
     dataset's description tells before the first step what the step will
     do. A class count that disagrees with the network's is an error: labels
-    beyond the logits would make the cross-entropy meaningless.
+    beyond the logits would make the cross-entropy meaningless. Without a
+    description (the benchmark's synthetic batches) the batches alone decide.
     """
     config = self.config
-    train_info = self._describe(config.dataset)
-    if train_info is None:
-      return
-    if not train_info["has_labels"]:
-      enabled = False
-      logging.warning(
-          "Classification term OFF: dataset %r has no labels, so only the "
-          "colour MSE trains and the scene classifier keeps its initial "
-          "weights. Train on a labelled dataset (places365_small, "
-          "imagenet2012, cifar10) for the original's joint training.",
-          config.dataset)
-    elif self.num_classes == 0:
-      enabled = False
-      logging.warning(
-          "Classification term OFF: config.colorizer.num_classes=0 (the "
-          "colour-only ablation), although dataset %r has %d classes.",
-          config.dataset, train_info["num_classes"])
-    elif self.num_classes != train_info["num_classes"]:
-      raise configuration.ConfigError(
-          f"config.colorizer.num_classes={self.num_classes} does not match "
-          f"dataset {config.dataset!r}, which has "
-          f"{train_info['num_classes']} classes: set "
-          f"--config.colorizer.num_classes={train_info['num_classes']} (or 0 "
-          "to train without the classification term).")
-    else:
-      enabled = True
-      logging.info("Classification term ON: alpha=%g on the cross-entropy "
-                   "of %d classes of %r.", self.classification_weight,
-                   self.num_classes, config.dataset)
-
-    eval_name = config.eval_dataset or config.dataset
-    eval_info = (train_info if eval_name == config.dataset
-                 else self._describe(eval_name))
+    train_info = datasets.get("dataset")
+    enabled = self.num_classes > 0
+    if train_info is not None:
+      enabled = self._training_uses_labels(train_info)
+    eval_key = "eval_dataset" if config.eval_dataset else "dataset"
+    eval_info = datasets.get(eval_key)
     if eval_info is None:
       return
     self.eval_accuracy = (enabled and eval_info["has_labels"]
@@ -157,26 +121,38 @@ class Iizuka(base.System):
     if enabled and not self.eval_accuracy:
       logging.warning(
           "No classification accuracy in evaluation: the evaluation dataset "
-          "%r has %s, the classifier %d classes.", eval_name,
+          "%r has %s, the classifier %d classes.", config[eval_key],
           f"{eval_info['num_classes']} classes" if eval_info["has_labels"]
           else "no labels", self.num_classes)
 
-  def _describe(self, dataset: str) -> dict | None:
-    """`jaxcolor.data.describe(dataset)`, or None where it cannot be read.
-
-    The benchmark validates configs on machines without the data libraries
-    or the dataset (it feeds synthetic batches); there the batches alone
-    decide. A training run would stop at its input pipeline anyway, with
-    that pipeline's own message.
-    """
-    try:
-      from jaxcolor import data  # noqa: PLC0415 (the step stays free of data libraries)
-      return data.describe(dataset, self.config.data_dir or None)
-    except (ImportError, FileNotFoundError) as e:
+  def _training_uses_labels(self, train_info: dict) -> bool:
+    """Whether the training set's labels train the classifier (logged)."""
+    config = self.config
+    if not train_info["has_labels"]:
       logging.warning(
-          "Cannot read dataset %r (%s): the classification term will be on "
-          "exactly when the batches carry labels.", dataset, e)
-      return None
+          "Classification term OFF: dataset %r has no labels, so only the "
+          "colour MSE trains and the scene classifier keeps its initial "
+          "weights. Train on a labelled dataset (places365_small, "
+          "imagenet2012, cifar10) for the original's joint training.",
+          config.dataset)
+      return False
+    if self.num_classes == 0:
+      logging.warning(
+          "Classification term OFF: config.colorizer.num_classes=0 (the "
+          "colour-only ablation), although dataset %r has %d classes.",
+          config.dataset, train_info["num_classes"])
+      return False
+    if self.num_classes != train_info["num_classes"]:
+      raise ConfigError(
+          f"config.colorizer.num_classes={self.num_classes} does not match "
+          f"dataset {config.dataset!r}, which has "
+          f"{train_info['num_classes']} classes: set "
+          f"--config.colorizer.num_classes={train_info['num_classes']} (or 0 "
+          "to train without the classification term).")
+    logging.info("Classification term ON: alpha=%g on the cross-entropy "
+                 "of %d classes of %r.", self.classification_weight,
+                 self.num_classes, config.dataset)
+    return True
 
   def init(self, rng: jax.Array) -> base.State:
     size = self.config.image_size

@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxcolor import color
-from jaxcolor import configuration
 from jaxcolor import losses
 from jaxcolor import optimizers
+from jaxcolor.errors import ConfigError
 from jaxcolor.systems import base
 
 
@@ -55,40 +55,31 @@ class Pix2Pix(base.System):
     self.warmup_steps = config.loss.get("l1_warmup_steps", 0)
     self.ema_decay = config.get("generator_ema_decay", 0.0)
     self.test_mode = config.get("generator_test_mode", "eval")
-    self.tx, self.schedule = optimizers.adam(config.optimizer,
-                                             config.num_train_steps)
+    self.tx, self.schedule = optimizers.create(config.optimizer,
+                                               config.num_train_steps)
 
   # -- set-up ---------------------------------------------------------------
 
   def validate(self) -> None:
     if self.gan_mode not in losses.GAN_MODES:
-      raise configuration.ConfigError(
+      raise ConfigError(
           f"config.loss.gan_mode={self.gan_mode!r} is invalid: one of "
           f"{', '.join(losses.GAN_MODES)}.")
     if not self.l1_weight >= 0:
-      raise configuration.ConfigError(
+      raise ConfigError(
           f"config.loss.l1_weight={self.l1_weight!r} is invalid: a "
           "non-negative number.")
     if not self.gan_weight >= 0:
-      raise configuration.ConfigError(
+      raise ConfigError(
           f"config.loss.gan_weight={self.gan_weight!r} is invalid: a "
           "non-negative number.")
     if not (isinstance(self.warmup_steps, int)
             and 0 <= self.warmup_steps <= self.config.num_train_steps):
-      raise configuration.ConfigError(
+      raise ConfigError(
           f"config.loss.l1_warmup_steps={self.warmup_steps!r} is invalid: "
           f"an integer between 0 and num_train_steps="
           f"{self.config.num_train_steps}.")
-    self._check_shapes()
-
-  def _check_shapes(self) -> None:
-    """Traces every network once on the configured size (nothing compiles)."""
-    try:
-      jax.eval_shape(self.init, jax.random.key(0))
-    except (ValueError, TypeError) as e:
-      raise configuration.ConfigError(
-          f"config.image_size={self.config.image_size}: the networks cannot "
-          f"take it: {e}") from None
+    self.abstract_state()  # The shape check.
 
   def init(self, rng: jax.Array) -> base.State:
     size = self.config.image_size

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxcolor import configuration
+from jaxcolor.errors import ConfigError
 from jaxcolor import losses
 from jaxcolor.systems import base
 from jaxcolor.systems.pix2pix import Pix2Pix
@@ -53,7 +53,7 @@ class Pix2PixImprover(Pix2Pix):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     if config.get("improver") is None:
-      raise configuration.ConfigError(
+      raise ConfigError(
           "config.improver is missing: the pix2pix_improver system needs "
           "config.improver = {'name': 'improver', 'patch_size': ..., "
           "'hidden_widths': ...}.")
@@ -64,7 +64,7 @@ class Pix2PixImprover(Pix2Pix):
 
   def validate(self) -> None:
     if self.discriminator_fake not in DISCRIMINATOR_FAKES:
-      raise configuration.ConfigError(
+      raise ConfigError(
           f"config.loss.discriminator_fake={self.discriminator_fake!r} is "
           f"invalid: one of {', '.join(DISCRIMINATOR_FAKES)}.")
     super().validate()

@@ -39,9 +39,9 @@ import ml_collections
 import optax
 
 from jaxcolor import backbone
-from jaxcolor import configuration
 from jaxcolor import losses
 from jaxcolor import optimizers
+from jaxcolor.errors import ConfigError
 from jaxcolor.systems import base
 from jaxcolor.systems import pix2pix
 
@@ -62,8 +62,9 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
     self.adversarial_steps = stages.adversarial_steps
     # Each stage's schedule runs over the stage's own steps, counted from its
     # first one (by its Adam's count), whatever num_train_steps says.
-    self.pretrain_tx, self.pretrain_schedule = optimizers.adam(
-        stages.pretrain_optimizer, self.pretrain_steps)
+    self.pretrain_tx, self.pretrain_schedule = optimizers.create(
+        stages.pretrain_optimizer, self.pretrain_steps,
+        key="stages.pretrain_optimizer", steps_name="stages.pretrain_steps")
     self.tx, self.schedule = optimizers.create(config.optimizer,
                                                self.adversarial_steps)
     self.backbone_config = config.get("backbone", ml_collections.ConfigDict(
@@ -74,7 +75,7 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
 
   def validate(self) -> None:
     if self.warmup_steps:
-      raise configuration.ConfigError(
+      raise ConfigError(
           f"config.loss.l1_warmup_steps={self.warmup_steps} is invalid for "
           "the resnet18_unet system: its L1 stage is "
           "config.stages.pretrain_steps; set l1_warmup_steps to 0.")
@@ -87,30 +88,20 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
     for key in ("pretrain_steps", "adversarial_steps"):
       value = stages[key]
       if not (isinstance(value, int) and value >= 0):
-        raise configuration.ConfigError(
+        raise ConfigError(
             f"config.stages.{key}={value!r} is invalid: a non-negative "
             "integer.")
     total = self.pretrain_steps + self.adversarial_steps
     if config.num_train_steps > total:
-      raise configuration.ConfigError(
+      raise ConfigError(
           f"config.num_train_steps={config.num_train_steps} is invalid: at "
           f"most stages.pretrain_steps + stages.adversarial_steps = {total} "
           "(fewer stops the run early; it resumes where it stopped).")
     if config.optimizer.decay_steps > self.adversarial_steps:
-      raise configuration.ConfigError(
+      raise ConfigError(
           f"config.optimizer.decay_steps={config.optimizer.decay_steps} is "
           f"invalid: the adversarial stage has "
           f"stages.adversarial_steps={self.adversarial_steps} steps.")
-    opt = stages.pretrain_optimizer
-    if not opt.learning_rate > 0 or not (0 <= opt.b1 < 1 and 0 <= opt.b2 < 1):
-      raise configuration.ConfigError(
-          "config.stages.pretrain_optimizer="
-          f"{dict(learning_rate=opt.learning_rate, b1=opt.b1, b2=opt.b2)} is "
-          "invalid: a positive learning_rate and b1, b2 in [0, 1).")
-    if not 0 <= opt.decay_steps <= self.pretrain_steps:
-      raise configuration.ConfigError(
-          f"config.stages.pretrain_optimizer.decay_steps={opt.decay_steps} is "
-          f"invalid: between 0 and stages.pretrain_steps={self.pretrain_steps}.")
 
   def _load_backbone(self) -> None:
     """Reads the pretrained weights now and checks they fit the encoder."""

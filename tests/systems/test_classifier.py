@@ -15,11 +15,11 @@ from PIL import Image
 
 from jaxcolor import configuration
 from jaxcolor import data
-from jaxcolor import evaluation
+from jaxcolor import evaluator as evaluator_lib
 from jaxcolor import optimizers
 from jaxcolor import parallel
 from jaxcolor import systems
-from jaxcolor import train
+from jaxcolor import experiment
 from jaxcolor.data import sources
 
 CLASSES = ("horizontal", "vertical", "checker")
@@ -88,7 +88,7 @@ def test_folder_labels_need_class_folders_in_both_splits(tmp_path):
 def test_sgd_decays_kernels_only_and_follows_warmup_cosine():
   opt = load_config("configs/resnet18_classify.py", "cifar10").optimizer
   opt.warmup_steps = 10
-  tx, schedule = optimizers.create(opt, num_train_steps=110)
+  tx, schedule = optimizers.create(opt, 110)
   np.testing.assert_allclose([schedule(0), schedule(5), schedule(10),
                               schedule(60), schedule(110)],
                              [0.0, 0.05, 0.1, 0.05, 0.0], atol=1e-7)
@@ -113,7 +113,7 @@ def test_classify_evaluation_reports_top1_accuracy():
   predicted = logits.argmax(-1)
   label = np.where(np.arange(8) < 5, predicted, (predicted + 1) % 3)
   mask = np.arange(8) < 7                      # The last image is padding.
-  evaluator = evaluation.Evaluator(
+  evaluator = evaluator_lib.Evaluator(
       system, mesh, jax.tree.map(lambda _: parallel.replicated(mesh), state))
   means, images = evaluator.evaluate(
       state, [{"image": image, "label": label.astype(np.int32),
@@ -127,11 +127,11 @@ def test_classify_needs_labels(tmp_path):
   config = load_config("configs/resnet18_classify.py")
   config.dataset = "sample"
   with pytest.raises(configuration.ConfigError, match="has no labels"):
-    train.setup(config, str(tmp_path))
+    experiment.build(config)
   config.dataset = f"folder:{labelled_folder(tmp_path / 'images')}"
   with pytest.raises(configuration.ConfigError,
                      match="num_classes=10 but .* has 3 classes"):
-    train.setup(config, str(tmp_path))
+    experiment.build(config)
 
 
 @pytest.mark.slow  # Minutes on 2 cores: `pytest -m slow tests`.

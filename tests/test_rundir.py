@@ -10,20 +10,20 @@ import sys
 
 import pytest
 
-from jaxcolor import workdir_lock
+from jaxcolor import rundir
 
 from helpers import REPO
 
 _HOLD = """
 import sys
-from jaxcolor import workdir_lock
-workdir_lock.acquire(sys.argv[1], name=sys.argv[2], process_index=0)
+from jaxcolor import rundir
+rundir.acquire(sys.argv[1], name=sys.argv[2], process_index=0)
 print("held", flush=True)
 sys.stdin.read()  # Until killed.
 """
 
 
-def _holder(workdir, name=workdir_lock.LOCK_NAME) -> subprocess.Popen:
+def _holder(workdir, name=rundir.LOCK_NAME) -> subprocess.Popen:
   """Another process that takes the lock and keeps it until killed."""
   process = subprocess.Popen([sys.executable, "-c", _HOLD, str(workdir), name],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -35,35 +35,35 @@ def _holder(workdir, name=workdir_lock.LOCK_NAME) -> subprocess.Popen:
 def test_second_process_is_refused_until_the_holder_is_killed(tmp_path):
   holder = _holder(tmp_path)
   try:
-    with pytest.raises(workdir_lock.WorkdirLockedError) as error:
-      workdir_lock.acquire(tmp_path, process_index=0)
+    with pytest.raises(rundir.WorkdirLockedError) as error:
+      rundir.acquire(tmp_path, process_index=0)
     message = str(error.value)
     assert str(tmp_path) in message
     assert f"pid {holder.pid} on host {socket.gethostname()}" in message
     assert "started 20" in message
     # The evaluation lock is another: evaluating a training run is allowed.
-    evaluation = workdir_lock.acquire(tmp_path, name=workdir_lock.EVAL_LOCK_NAME,
+    evaluation = rundir.acquire(tmp_path, name=rundir.EVAL_LOCK_NAME,
                                       process_index=0)
     assert evaluation.held
     evaluation.release()
   finally:
     holder.send_signal(signal.SIGKILL)  # No clean-up runs: the kernel frees it.
     holder.wait()
-  lock = workdir_lock.acquire(tmp_path, process_index=0)
+  lock = rundir.acquire(tmp_path, process_index=0)
   assert lock.held
-  recorded = json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())
+  recorded = json.loads((tmp_path / rundir.LOCK_NAME).read_text())
   assert recorded["pid"] == os.getpid()
   # Runs in one process are sequential: the holder may take it again.
-  assert workdir_lock.acquire(tmp_path, process_index=0) is lock
+  assert rundir.acquire(tmp_path, process_index=0) is lock
   lock.release()
 
 
 def test_evaluation_runs_exclude_each_other(tmp_path):
-  holder = _holder(tmp_path, workdir_lock.EVAL_LOCK_NAME)
+  holder = _holder(tmp_path, rundir.EVAL_LOCK_NAME)
   try:
-    with pytest.raises(workdir_lock.WorkdirLockedError,
+    with pytest.raises(rundir.WorkdirLockedError,
                        match=f"evaluation run of pid {holder.pid}"):
-      workdir_lock.acquire(tmp_path, name=workdir_lock.EVAL_LOCK_NAME,
+      rundir.acquire(tmp_path, name=rundir.EVAL_LOCK_NAME,
                            process_index=0)
   finally:
     holder.kill()
@@ -71,15 +71,15 @@ def test_evaluation_runs_exclude_each_other(tmp_path):
 
 
 def test_no_lock_on_other_hosts_or_remote_workdirs(tmp_path):
-  assert not workdir_lock.acquire(tmp_path, process_index=1).held
-  assert not workdir_lock.acquire("gs://bucket/run", process_index=0).held
-  assert not (tmp_path / workdir_lock.LOCK_NAME).exists()
+  assert not rundir.acquire(tmp_path, process_index=1).held
+  assert not rundir.acquire("gs://bucket/run", process_index=0).held
+  assert not (tmp_path / rundir.LOCK_NAME).exists()
 
 
 def test_cli_refuses_a_held_workdir_in_one_line(tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
-  lock = workdir_lock.acquire(workdir, process_index=0)
+  lock = rundir.acquire(workdir, process_index=0)
   try:
     result = subprocess.run(
         [sys.executable, "-m", "jaxcolor.main", "--config",

@@ -10,7 +10,8 @@ from helpers import REPO, load_config, random_batch
 
 from jaxcolor import parallel
 from jaxcolor import systems
-from jaxcolor import train
+from jaxcolor import train_step
+from jaxcolor import experiment
 
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.py"))
 
@@ -80,8 +81,8 @@ def test_pix2pix_bfloat16_step_is_close_to_float32():
     mesh = parallel.make_mesh(jax.devices()[:1])
     init_rng, step_rng = jax.random.split(jax.random.key(0))
     abstract = jax.eval_shape(system.init, init_rng)
-    step, sharding = train.jit_train_step(system, mesh, abstract)
-    state = train.init_state(system, sharding, init_rng)
+    step, sharding = train_step.jit_train_step(system, mesh, abstract)
+    state = experiment.init_state(system, sharding, init_rng)
     batch = parallel.global_batch(random_batch(config.batch_size,
                                                config.image_size), mesh)
     state, metrics = step(state, batch, parallel.replicate(step_rng, mesh))

@@ -12,7 +12,10 @@ import pytest
 
 from jaxcolor import checkpointing
 from jaxcolor import configuration
+from jaxcolor import systems
 from jaxcolor import train
+from jaxcolor import data
+from jaxcolor import experiment
 
 from helpers import REPO, load_config, make_checkpoint
 
@@ -87,7 +90,7 @@ def test_image_size_each_generator_cannot_take(tmp_path, path, size):
   config = load_config(path)
   config.image_size = size
   with pytest.raises(configuration.ConfigError, match=f"image_size={size}"):
-    train.setup(config, str(tmp_path))
+    experiment.build(config)
 
 
 def test_invalid_values_name_the_key():
@@ -111,8 +114,7 @@ def test_invalid_values_name_the_key():
     config.optimizer.momentum = 0.9
   with pytest.raises(configuration.ConfigError, match=(
       r"'optimizer.momentum'; the adadelta optimizer reads: .*rho, eps")):
-    configuration.validate(config, device_count=1,
-                           extra_fields=("colorizer",))
+    systems.create(config)  # Its optimiser is built, and checked, here.
   with pytest.raises(configuration.ConfigError,
                      match="preset smok .*did you mean 'smoke'"):
     load_config("configs/default.py", "smok")
@@ -135,7 +137,7 @@ def test_config_file_errors_become_one_line():
 
 def test_datasets_unknown_missing_or_unprepared(tmp_path):
   config = load_config("configs/default.py")
-  check = configuration.check_datasets
+  check = data.check_datasets
   config.dataset = "places365_smal"
   with pytest.raises(configuration.ConfigError, match=(
       "config.dataset='places365_smal'.*did you mean 'places365_small'")):
@@ -168,7 +170,7 @@ def test_dataset_is_checked_before_the_workdir_and_any_compile(tmp_path,
                                                                monkeypatch):
   def compiles(*args, **kwargs):
     raise AssertionError("compiled before the dataset was checked")
-  monkeypatch.setattr(train, "init_state", compiles)
+  monkeypatch.setattr(experiment, "init_state", compiles)
   config = load_config("configs/default.py")
   config.eval_dataset = f"folder:{tmp_path / 'absent'}"
   with pytest.raises(configuration.ConfigError, match="config.eval_dataset"):
@@ -188,7 +190,7 @@ def test_checkpoint_that_does_not_fit_the_config(tmp_path):
   wider = load_config("configs/default.py")
   wider.generator.ngf = 16
   with pytest.raises(checkpointing.CheckpointMismatchError) as error:
-    train.setup(wider, str(workdir))
+    train.train_and_evaluate(wider, str(workdir))
   message = str(error.value)
   assert "step 2" in message and str(workdir / "checkpoints") in message
   assert ("generator/params/down_0/kernel is (4, 4, 1, 8) in the checkpoint "
@@ -201,7 +203,7 @@ def test_checkpoint_that_does_not_fit_the_config(tmp_path):
   shallower.discriminator.num_layers = 2
   with pytest.raises(checkpointing.CheckpointMismatchError,
                      match=r"not in this config, first discriminator/params/"):
-    train.setup(shallower, str(workdir))
+    train.train_and_evaluate(shallower, str(workdir))
 
   # The same check guards every restore (evaluation, colorize).
   import jax  # noqa: PLC0415

@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from jaxcolor import color
 from jaxcolor import image_grid
-from jaxcolor import metrics
+from jaxcolor import color_metrics
 from jaxcolor import parallel
 from jaxcolor.systems.base import System
 
@@ -34,15 +34,17 @@ def _image_metrics(lightness: jax.Array, ab: jax.Array, true_rgb: jax.Array,
   rgb = color.lab_net_to_rgb(lightness, ab)
   lab = jnp.concatenate([color.net_to_lightness(lightness),
                          color.net_to_ab(ab)], axis=-1)
-  return metrics.image_metrics(rgb, lab, true_rgb, true_lab, true_colorfulness,
-                               auc_max_distance=auc[0], auc_step=auc[1])
+  return color_metrics.image_metrics(rgb, lab, true_rgb, true_lab,
+                                     true_colorfulness,
+                                     auc_max_distance=auc[0], auc_step=auc[1])
 
 
 def auc_settings(system: System) -> tuple[float, float]:
   """(max distance, step) of the raw accuracy AuC from `config.evaluation`."""
   settings = system.config.get("evaluation") or {}
-  return (float(settings.get("auc_max_distance", metrics.AUC_MAX_DISTANCE)),
-          float(settings.get("auc_step", metrics.AUC_STEP)))
+  return (float(settings.get("auc_max_distance",
+                             color_metrics.AUC_MAX_DISTANCE)),
+          float(settings.get("auc_step", color_metrics.AUC_STEP)))
 
 
 def make_eval_step(system: System,
@@ -67,7 +69,7 @@ def make_eval_step(system: System,
                                 color.net_to_ab(ab)], axis=-1)
     outputs = system.colorize(state, lightness)
     outputs[GRAY] = jnp.zeros_like(ab)
-    true_colorfulness = metrics.colorfulness(true_rgb)
+    true_colorfulness = color_metrics.colorfulness(true_rgb)
     sums[TRUTH + "_colorfulness"] = jnp.sum(true_colorfulness * mask)
     for name, pred_ab in outputs.items():
       for metric, values in _image_metrics(lightness, pred_ab, true_rgb,

@@ -16,6 +16,7 @@ from PIL import Image
 
 from jaxcolor import configuration
 from jaxcolor import data
+from jaxcolor import experiment
 from jaxcolor import train
 from jaxcolor.data import sources, transforms
 
@@ -288,7 +289,7 @@ def test_no_usable_image_is_one_error_naming_the_folder(tmp_path, monkeypatch):
   def compiled(*args, **kwargs):
     raise AssertionError("the error must come before anything compiles")
 
-  monkeypatch.setattr(train, "init_state", compiled)
+  monkeypatch.setattr(experiment, "init_state", compiled)
   config = load_config("configs/pix2pix.py")
   for split in ("train", "eval"):
     root = tmp_path / split

@@ -21,6 +21,7 @@ from jaxcolor import configuration
 from jaxcolor import parallel
 from jaxcolor import systems
 from jaxcolor import train
+from jaxcolor import experiment
 from jaxcolor.models import torchvision_import
 from jaxcolor.systems import staged
 
@@ -171,11 +172,11 @@ def test_num_train_steps_beyond_the_stages_is_a_config_error(tmp_path):
   config.num_train_steps = 5
   with pytest.raises(configuration.ConfigError,
                      match="num_train_steps=5.*= 4"):
-    train.setup(config, str(tmp_path))
+    experiment.build(config)
   config = staged_config()
   config.backbone.source = "imagenet"
   with pytest.raises(configuration.ConfigError, match="backbone.source"):
-    train.setup(config, str(tmp_path))
+    experiment.build(config)
 
 
 # -- backbones -----------------------------------------------------------------
@@ -225,10 +226,10 @@ def test_backbone_from_a_classify_checkpoint(tmp_path):
   config.generator.base_features = 16
   with pytest.raises(configuration.ConfigError,
                      match="backbone.path=.*does not fit config.generator"):
-    train.setup(config, str(tmp_path / "run"))
+    experiment.build(config)
   config.backbone.path = str(tmp_path / "nothing_here")
   with pytest.raises(configuration.ConfigError, match="does not exist"):
-    train.setup(config, str(tmp_path / "run"))
+    experiment.build(config)
 
 
 def fake_torchvision_npz(path, seed: int = 0) -> dict[str, np.ndarray]:
@@ -281,20 +282,20 @@ def test_backbone_from_a_torchvision_file(tmp_path):
   hashed.write_bytes((tmp_path / "resnet18_imagenet.npz").read_bytes())
   config.backbone.path = str(hashed)
   with pytest.raises(configuration.ConfigError, match="sha256 mismatch"):
-    train.setup(config, str(tmp_path / "run"))
+    experiment.build(config)
   config.backbone.path = str(tmp_path / "resnet18_imagenet.npz")
   config.backbone.sha256 = "0badc0de"
   with pytest.raises(configuration.ConfigError, match="sha256 mismatch"):
-    train.setup(config, str(tmp_path / "run"))
+    experiment.build(config)
   config.backbone.sha256 = ""
   config.backbone.path = str(tmp_path / "missing.pth")
   with pytest.raises(configuration.ConfigError, match="No weight file"):
-    train.setup(config, str(tmp_path / "run"))
+    experiment.build(config)
   # torchvision's width only: a narrower U-Net cannot take it.
   config.backbone.path = str(tmp_path / "resnet18_imagenet.npz")
   config.generator.base_features = 8
   with pytest.raises(configuration.ConfigError, match="does not fit"):
-    train.setup(config, str(tmp_path / "run"))
+    experiment.build(config)
 
 
 # -- the command ---------------------------------------------------------------

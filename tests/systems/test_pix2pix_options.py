@@ -14,7 +14,7 @@ from jaxcolor import configuration
 from jaxcolor import data
 from jaxcolor import parallel
 from jaxcolor import systems
-from jaxcolor import train
+from jaxcolor import train_step
 from jaxcolor.systems import pix2pix
 
 from helpers import init_host_state, load_config, random_batch
@@ -38,7 +38,7 @@ def _steps(config, phases, state=None):
   for i, phase in enumerate(phases):
     assert system.phase(i) == phase
     if phase not in compiled:
-      compiled[phase], _ = train.jit_train_step(system, mesh, abstract, phase)
+      compiled[phase], _ = train_step.jit_train_step(system, mesh, abstract, phase)
     batch = parallel.global_batch(
         random_batch(config.batch_size, config.image_size, seed=i), mesh)
     current, metrics = compiled[phase](current, batch, rng)
