@@ -48,7 +48,7 @@ import ml_collections  # noqa: E402
 import torch  # noqa: E402
 
 import torch_pix2pix_reference as reference  # noqa: E402
-from jaxcolor import benchmark, parallel, systems, train  # noqa: E402
+from jaxcolor import benchmark, experiment, parallel, train_step  # noqa: E402
 
 
 def pix2pix_config(image_size: int, batch_size: int) -> ml_collections.ConfigDict:
@@ -67,14 +67,13 @@ def pix2pix_config(image_size: int, batch_size: int) -> ml_collections.ConfigDic
 
 def jax_step(config):
   """(run one step and wait) for our jitted step on one device."""
-  system = systems.create(config)
-  mesh = parallel.make_mesh(jax.devices()[:1])
-  init_rng, step_rng = jax.random.split(jax.random.key(0))
-  abstract = jax.eval_shape(system.init, init_rng)
-  step, sharding = train.jit_train_step(system, mesh, abstract)
-  box = {"state": train.init_state(system, sharding, init_rng)}
-  batch = parallel.global_batch(benchmark.synthetic_batch(config), mesh)
-  rng = parallel.replicate(step_rng, mesh)
+  built = experiment.build(config, data="none", devices=jax.devices()[:1])
+  step, sharding = train_step.jit_train_step(built.system, built.mesh,
+                                             built.abstract_state)
+  box = {"state": experiment.init_state(built.system, sharding,
+                                        built.init_rng)}
+  batch = parallel.global_batch(benchmark.synthetic_batch(config), built.mesh)
+  rng = built.step_rng
 
   def run():
     box["state"], _ = step(box["state"], batch, rng)

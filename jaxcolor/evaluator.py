@@ -18,8 +18,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxcolor import color
-from jaxcolor import image_grid
 from jaxcolor import color_metrics
+from jaxcolor import image_grid
 from jaxcolor import parallel
 from jaxcolor.systems.base import System
 

@@ -16,6 +16,15 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
     os.path.join(tempfile.gettempdir(), f"jaxcolor-tests-jax-cache-{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# The suite's programs are small and run a few steps each: LLVM's costlier
+# optimisations take more compile time than they save (the suite's cold time
+# drops by about a third; docs/design.md, "Tests"). Semantics do not change,
+# and every comparison the tests make is between programs built alike.
+# Benchmarks and real runs keep XLA's defaults.
+_FAST_COMPILE = ("--xla_backend_optimization_level=0",
+                 "--xla_llvm_disable_expensive_passes=true")
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), *_FAST_COMPILE]).strip()
 
 import jax  # noqa: E402
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxcolor import experiment
 from jaxcolor import parallel
 from jaxcolor import systems
 from jaxcolor import train_step
-from jaxcolor import experiment
 
 REPO = Path(__file__).resolve().parents[1]
 

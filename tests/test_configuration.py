@@ -12,10 +12,10 @@ import pytest
 
 from jaxcolor import checkpointing
 from jaxcolor import configuration
-from jaxcolor import systems
-from jaxcolor import train
 from jaxcolor import data
 from jaxcolor import experiment
+from jaxcolor import systems
+from jaxcolor import train
 
 from helpers import REPO, load_config, make_checkpoint
 

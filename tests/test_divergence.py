@@ -18,9 +18,9 @@ from helpers import load_config
 
 from jaxcolor import checkpointing
 from jaxcolor import configuration
+from jaxcolor import divergence
 from jaxcolor import systems
 from jaxcolor import train
-from jaxcolor import divergence
 from jaxcolor.systems import base
 from jaxcolor.systems import pix2pix
 

@@ -18,10 +18,10 @@ from jaxcolor import configuration
 from jaxcolor import data
 from jaxcolor import evaluate
 from jaxcolor import evaluator as evaluator_lib
+from jaxcolor import experiment
 from jaxcolor import fid
 from jaxcolor import parallel
 from jaxcolor import systems
-from jaxcolor import experiment
 
 
 def _stand_in_features(rgb: jax.Array) -> jax.Array:

@@ -1,6 +1,8 @@
 """The training machinery: sharded step, resumption, entry point, learning."""
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
 
@@ -9,11 +11,11 @@ import numpy as np
 import pytest
 
 from jaxcolor import configuration
+from jaxcolor import experiment
 from jaxcolor import parallel
 from jaxcolor import systems
 from jaxcolor import train
 from jaxcolor import train_step
-from jaxcolor import experiment
 
 from helpers import REPO, assert_same_steps, load_config, run_steps
 
@@ -143,3 +145,18 @@ def test_short_run_lowers_l1():
     state, metrics = step_fn(state, batch, parallel.replicate(step_rng, mesh))
     l1.append(float(metrics["generator_l1_loss"]))
   assert np.mean(l1[-5:]) < 0.75 * l1[0], l1
+
+
+def test_a_failed_run_releases_its_workdir(tmp_path, monkeypatch):
+  def fails(*args, **kwargs):
+    raise RuntimeError("boom")
+  monkeypatch.setattr(train, "_train", fails)
+  workdir = tmp_path / "run"
+  with pytest.raises(RuntimeError, match="boom"):
+    train.train_and_evaluate(load_config("configs/default.py"), str(workdir))
+  assert (workdir / "config.json").exists()
+  fd = os.open(workdir / ".lock", os.O_RDWR)
+  try:  # Another open file takes the lock only once the run let it go.
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  finally:
+    os.close(fd)

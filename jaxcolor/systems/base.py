@@ -26,7 +26,7 @@ Metrics = dict[str, jax.Array]
 # The phase name of systems that train the same way from start to end.
 SINGLE_PHASE = "train"
 # The state's count of steps whose update was discarded as non-finite
-# (jaxcolor/train.py `guard_nonfinite`); systems never touch it.
+# (`jaxcolor.divergence.guard_nonfinite`); systems never touch it.
 SKIPPED_STEPS = "skipped_steps"
 
 

@@ -16,10 +16,10 @@ from PIL import Image
 from jaxcolor import configuration
 from jaxcolor import data
 from jaxcolor import evaluator as evaluator_lib
+from jaxcolor import experiment
 from jaxcolor import optimizers
 from jaxcolor import parallel
 from jaxcolor import systems
-from jaxcolor import experiment
 from jaxcolor.data import sources
 
 CLASSES = ("horizontal", "vertical", "checker")

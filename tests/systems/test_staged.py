@@ -18,10 +18,10 @@ from helpers import REPO, load_config
 
 from jaxcolor import checkpointing
 from jaxcolor import configuration
+from jaxcolor import experiment
 from jaxcolor import parallel
 from jaxcolor import systems
 from jaxcolor import train
-from jaxcolor import experiment
 from jaxcolor.models import torchvision_import
 from jaxcolor.systems import staged
 
