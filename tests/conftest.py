@@ -29,3 +29,16 @@ os.environ["XLA_FLAGS"] = " ".join(
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def one_device():
+  """The jobs run in-process in this test build their mesh on one of the 8
+  simulated devices (helpers.one_device_mesh)."""
+  import helpers  # noqa: PLC0415 (after the device count is set above)
+  with helpers.one_device_mesh():
+    yield

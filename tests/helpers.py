@@ -4,12 +4,14 @@ Imported as `import helpers` (pytest puts tests/ on sys.path: it is not a
 package).
 """
 
+import contextlib
 import importlib.util
 import json
 from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from jaxcolor import experiment
 from jaxcolor import parallel
@@ -165,3 +167,18 @@ def train_lines(workdir) -> dict[int, dict]:
   steps = [line["step"] for line in lines if "generator_loss" in line]
   assert len(steps) == len(set(steps)), f"a step logged twice: {steps}"
   return {line["step"]: line for line in lines if "generator_loss" in line}
+
+
+@contextlib.contextmanager
+def one_device_mesh():
+  """Meshes built without explicit devices take one of the 8 simulated ones.
+
+  For tests about what a run does, not how it is sharded (sharding has its
+  own tests: one step on 8 devices against 1, per system): the 8-device
+  programs compile several times slower on a CPU.
+  """
+  make_mesh = parallel.make_mesh
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(parallel, "make_mesh",
+                  lambda devices=None: make_mesh(devices or jax.devices()[:1]))
+    yield

@@ -33,7 +33,10 @@ def _train(workdir, *, processes: int, devices: int):
              *OVERRIDES]
   env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices),
              PYTHON=sys.executable, JAXCOLOR_LOG_DIR=f"{workdir}_logs")
-  env.pop("XLA_FLAGS", None)
+  # JAX_NUM_CPU_DEVICES sets the device count; a count in XLA_FLAGS would
+  # override it (the suite's compile flags, conftest.py, are kept).
+  env["XLA_FLAGS"] = " ".join(flag for flag in env.get("XLA_FLAGS", "").split()
+                              if "device_count" not in flag)
   if processes > 1:
     command = ["bash", str(LAUNCH), "-n", str(processes), "--", *command]
   result = subprocess.run(command, env=env, capture_output=True, text=True,

@@ -3,14 +3,12 @@ top-1 accuracy in evaluation, and a smoke run through `python -m jaxcolor.main`.
 """
 
 import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import REPO, load_config
+from helpers import load_config
 from PIL import Image
 
 from jaxcolor import configuration
@@ -20,6 +18,7 @@ from jaxcolor import experiment
 from jaxcolor import optimizers
 from jaxcolor import parallel
 from jaxcolor import systems
+from jaxcolor import train
 from jaxcolor.data import sources
 
 CLASSES = ("horizontal", "vertical", "checker")
@@ -135,16 +134,13 @@ def test_classify_needs_labels(tmp_path):
 
 
 @pytest.mark.slow  # Minutes on 2 cores: `pytest -m slow tests`.
-def test_main_classify_smoke(tmp_path):
+def test_classify_smoke_run(tmp_path, one_device):
   root = labelled_folder(tmp_path / "images", per_class=(8, 3))
   workdir = tmp_path / "run"
-  result = subprocess.run(
-      [sys.executable, "-m", "jaxcolor.main", "--config",
-       str(REPO / "configs/resnet18_classify.py") + ":smoke", "--workdir",
-       str(workdir), f"--config.dataset=folder:{root}",
-       "--config.classifier.num_classes=3"],
-      capture_output=True, text=True, timeout=600, cwd=tmp_path)
-  assert result.returncode == 0, result.stderr[-3000:]
+  config = load_config("configs/resnet18_classify.py", "smoke")
+  config.dataset = f"folder:{root}"
+  config.classifier.num_classes = 3
+  train.train_and_evaluate(config, str(workdir))
   lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert any("classifier_loss" in l and "train_top1_accuracy" in l for l in lines)
   final = json.loads((workdir / "eval" / "6.json").read_text())

@@ -2,21 +2,20 @@
 
 The order of the sub-steps (D, then G against the new D, then the Improver),
 what each one may change, one step on 8 devices against 1, and smoke runs
-through `python -m jaxcolor.main`.
+of the training job.
 """
 
 import json
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 from jaxcolor import systems
+from jaxcolor import train
 from jaxcolor.systems import base
 
-from helpers import (REPO, assert_networks_close, assert_same_steps,
+from helpers import (assert_networks_close, assert_same_steps,
                      init_host_state, load_config, random_batch, run_steps)
 
 # One worker runs the whole file: its tests share module-scoped results
@@ -135,21 +134,11 @@ def test_step_on_8_devices_equals_1_device(path, one_device_step):
       step_size=config.optimizer.learning_rate)
 
 
-def test_smoke_runs_through_main(tmp_path):
-  # Both runs at once: each is mostly single-threaded compilation.
-  runs = {}
+def test_smoke_runs(tmp_path, one_device):
+  results = {}
   for path in CONFIGS:
     workdir = tmp_path / path.split("/")[-1].removesuffix(".py")
-    log = tmp_path / f"{workdir.name}.log"
-    with open(log, "w") as out:
-      runs[path] = (workdir, log, subprocess.Popen(
-          [sys.executable, "-m", "jaxcolor.main", "--config",
-           f"{REPO / path}:smoke", "--workdir", str(workdir)],
-          stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path))
-  results = {}
-  for path, (workdir, log, process) in runs.items():
-    process.wait(timeout=600)
-    assert process.returncode == 0, (path, log.read_text()[-3000:])
+    train.train_and_evaluate(load_config(path), str(workdir))
     lines = [json.loads(l)
              for l in (workdir / "metrics.jsonl").read_text().splitlines()]
     train_keys = set().union(*(l for l in lines if "generator_loss" in l))

@@ -5,21 +5,17 @@ smoke run through `python -m jaxcolor.main` that passes through both stages.
 """
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import REPO, load_config
+from helpers import load_config, one_device_mesh
 
 from jaxcolor import checkpointing
 from jaxcolor import configuration
 from jaxcolor import experiment
-from jaxcolor import parallel
 from jaxcolor import systems
 from jaxcolor import train
 from jaxcolor.models import torchvision_import
@@ -80,19 +76,14 @@ def _two_by_two():
 
 
 @pytest.fixture(scope="module")
-def one_device():
-  """Training on one of the 8 simulated devices: these tests are about the
-  stages, and the 8-device programs compile several times slower on CPU
-  (sharding is tested in test_train.py and test_systems_*.py)."""
-  make_mesh = parallel.make_mesh
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(parallel, "make_mesh",
-                  lambda devices=None: make_mesh(devices or jax.devices()[:1]))
+def one_device_run():
+  """One device for the module's runs (see helpers.one_device_mesh)."""
+  with one_device_mesh():
     yield
 
 
 @pytest.fixture(scope="module")
-def straight_run(tmp_path_factory, one_device):
+def straight_run(tmp_path_factory, one_device_run):
   """An uninterrupted run of `_two_by_two`: (workdir, config)."""
   workdir = tmp_path_factory.mktemp("staged") / "straight"
   config = _two_by_two()
@@ -140,8 +131,8 @@ def test_stages_switch_at_the_boundary(straight_run):
 
 
 @pytest.mark.parametrize("stopped_at", [1, 3])  # In stage 1, in stage 2.
-def test_resume_in_each_stage_equals_the_straight_run(straight_run, one_device,
-                                                      tmp_path, stopped_at):
+def test_resume_in_each_stage_equals_the_straight_run(
+    straight_run, one_device_run, tmp_path, stopped_at):
   """A run stopped at `stopped_at` (its checkpoint, the same as the straight
   run's at that step) and resumed ends exactly as the straight run."""
   workdir, config = straight_run
@@ -301,15 +292,10 @@ def test_backbone_from_a_torchvision_file(tmp_path):
 # -- the command ---------------------------------------------------------------
 
 
-def test_main_smoke_passes_through_both_stages(tmp_path):
+def test_smoke_preset_passes_through_both_stages(tmp_path, one_device_run):
   workdir = tmp_path / "run"
-  result = subprocess.run(
-      [sys.executable, "-m", "jaxcolor.main", "--config",
-       str(REPO / "configs/resnet18_unet.py") + ":smoke", "--workdir",
-       str(workdir)],
-      capture_output=True, text=True, timeout=900, cwd=tmp_path,
-      env=dict(os.environ, JAX_NUM_CPU_DEVICES="1"))
-  assert result.returncode == 0, result.stderr[-3000:]
+  train.train_and_evaluate(load_config("configs/resnet18_unet.py"),
+                           str(workdir))
   lines = _lines(workdir)
   pretrain = [l["step"] for l in lines if "pretrain/generator_l1_loss" in l]
   adversarial = [l["step"] for l in lines
