@@ -98,8 +98,7 @@ def ab_mse(pred_ab: jax.Array, true_ab: jax.Array) -> jax.Array:
   Returns:
     [B] float32.
   """
-  diff = jnp.asarray(pred_ab, jnp.float32) - jnp.asarray(true_ab, jnp.float32)
-  return jnp.mean(jnp.square(diff), axis=_IMAGE_AXES)
+  return _mean_ab_error(pred_ab, true_ab, jnp.square)
 
 
 @jax.jit
@@ -112,8 +111,13 @@ def ab_mae(pred_ab: jax.Array, true_ab: jax.Array) -> jax.Array:
   Returns:
     [B] float32.
   """
+  return _mean_ab_error(pred_ab, true_ab, jnp.abs)
+
+
+def _mean_ab_error(pred_ab: jax.Array, true_ab: jax.Array, penalty) -> jax.Array:
+  """[B]: the mean over each image of `penalty(pred_ab - true_ab)`."""
   diff = jnp.asarray(pred_ab, jnp.float32) - jnp.asarray(true_ab, jnp.float32)
-  return jnp.mean(jnp.abs(diff), axis=_IMAGE_AXES)
+  return jnp.mean(penalty(diff), axis=_IMAGE_AXES)
 
 
 # Zhang et al. 2016 (Colorful Image Colorization, section 3.1) sweep the ab
