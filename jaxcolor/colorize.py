@@ -1,8 +1,9 @@
-"""Colorize photographs with a trained run, at their own size and detail.
+"""Colorize photographs with a trained run or a model artifact.
 
   python -m jaxcolor.colorize --workdir runs/default --output colorized/ \\
       old_photo.jpg scans/ [--checkpoint 2000] [--format jpeg] [--batch_size 8] \\
-      [--network_output generator]
+      [--network_output generator] [--render_size 512]
+  python -m jaxcolor.colorize --model PATH_OR_URL --output colorized/ photos/
 
 Each INPUT is an image file or a folder (searched recursively). Outputs go to
 OUTPUT as `<stem>.png` (or `.jpg`), keeping the input's file name and, for
@@ -10,87 +11,133 @@ folders, its subfolders. From Python (a notebook):
 
   from jaxcolor import colorize
   colorizer = colorize.Colorizer.from_workdir("runs/default")
+  colorizer = colorize.Colorizer.from_pretrained("https://.../model.tar.gz")
   rgb = colorizer.colorize(gray)        # [H, W] or [H, W, 3] -> uint8 [H, W, 3]
 
-How an image of any size is colorized: the network runs at its training
-resolution on the image's lightness, squeezed to image_size x image_size
-(as Zhang et al.'s colorization demo resizes every photo to 256 x 256); its
-a*b* are resized back to the photo's size (bilinear) and joined to the photo's
-own full-resolution L*. Chrominance carries little fine detail (the premise
-of colorizing in Lab), so the result keeps every edge of the input, and L* is
-the input's exactly (up to RGB gamut clipping). A colour photo is reduced to
-its L* first, so it can be used to check the model against the original.
+The network runs on the photo's lightness at the training size (squeezed to
+its square) or, with `render_size`, with the shorter side at that size and
+the aspect kept; its a*b* are joined to the photo's full-resolution L*
+(jaxcolor/photo_io.py). A colour photo is reduced to its L* first, so it can
+be used to check the model against the original.
 
-The run is rebuilt from WORKDIR/config.json and only the train state of the
-checkpoint is read. Files are decoded as for training (jaxcolor.data):
-grayscale, RGB, RGBA and LA (over white), palette, CMYK and 16-bit images, with
-their EXIF orientation applied. Runs on CPU when JAX sees no accelerator.
+A run is rebuilt from WORKDIR/config.json and only the arrays its colorizing
+output reads are kept (`Colorizer.arrays`: no optimiser state, no
+discriminator): exactly what `python -m jaxcolor.export` writes into an
+artifact (jaxcolor/artifact.py). Files are decoded as for training: grayscale,
+RGB, RGBA and LA (over white), palette, CMYK and 16-bit images, with their
+EXIF orientation applied. Runs on CPU when JAX sees no accelerator.
 """
 
 import os
 import pathlib
 import sys
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import flags
 from PIL import Image
 from tqdm import tqdm
 
+from jaxcolor import artifact
 from jaxcolor import checkpointing
 from jaxcolor import color
 from jaxcolor import experiment
+from jaxcolor import photo_io
 from jaxcolor import rundir
 from jaxcolor import systems
-from jaxcolor.data import sources
-from jaxcolor.data import transforms
+from jaxcolor.photo_io import FORMATS, find_inputs, load_image, save_image
 
-FORMATS = {"png": ".png", "jpeg": ".jpg"}
-# Pixels per call of the full-resolution colour conversions: one compiled
-# shape for every image size.
-_CHUNK_PIXELS = 1 << 20
+__all__ = ["Colorizer", "colorize_files", "find_inputs", "load_image",
+           "save_image", "FORMATS"]
 
 
 class Colorizer:
-  """A restored system that colorizes whole images (see module docstring)."""
+  """A trained system that colorizes whole images (see module docstring)."""
 
   def __init__(self, system: systems.System, state: Any, *, image_size: int,
                step: int | None = None, batch_size: int = 8,
-               output: str | None = None):
-    """`output`: which of the system's outputs colours the photos (e.g.
-    'generator' for the raw weights of a run that keeps an EMA); None: its
-    final output, the first that `System.colorize` returns."""
+               output: str | None = None, render_size: int | None = None):
+    """`state`: the system's state (a checkpoint's). `output`: which of the
+    system's outputs colours the photos (e.g. 'generator' for the raw
+    weights of a run that keeps an EMA); None: its final output, the first
+    that `System.colorize` returns. `render_size`: the shorter side the
+    network sees (None: the training size's square)."""
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), state)
+    self._setup(system, abstract, image_size, step, batch_size, output,
+                render_size)
+    flat = dict(zip(self._paths, jax.tree.leaves(state)))
+    self.arrays = {path: flat[path] for path in self.needed}
+
+  def _setup(self, system, abstract, image_size, step, batch_size, output,
+             render_size):
     if not getattr(system, "colorizes", True):
       raise ValueError(f"System {type(system).__name__} does not colorize.")
-    self.system = system
-    self.state = state
-    self.image_size = image_size
-    self.step = step
+    self.system, self.image_size, self.step = system, image_size, step
     self.batch_size = batch_size
+    self._abstract, self._treedef = jax.tree.flatten(abstract)
+    self._paths = [_path_name(p) for p, _ in
+                   jax.tree_util.tree_flatten_with_path(abstract)[0]]
     # The outputs in `colorize`'s own order (a traced dict comes back with
     # its keys sorted, which would put 'generator' before 'generator_ema').
     names = []
-    jax.eval_shape(
-        lambda s, x: names.extend(system.colorize(s, x)) or 0, state,
-        jax.ShapeDtypeStruct((1, image_size, image_size, 1), jnp.float32))
+    square = jax.ShapeDtypeStruct((1, image_size, image_size, 1), jnp.float32)
+    jax.eval_shape(lambda s, x: names.extend(system.colorize(s, x)) or 0,
+                   abstract, square)
     if output is not None and output not in names:
       raise ValueError(f"output={output!r}: this run's outputs are "
                        f"{', '.join(names)}.")
     self.output = output or names[0]
+    self.needed = _read_paths(
+        lambda s, x: system.colorize(s, x)[self.output], abstract, square,
+        self._paths)
 
-    def predict_ab(state, rgb):
+    def predict_ab(arrays, rgb):
+      leaves = [arrays[p] if p in arrays else jnp.zeros(a.shape, a.dtype)
+                for p, a in zip(self._paths, self._abstract)]
+      state = jax.tree.unflatten(self._treedef, leaves)
       lightness, _ = color.split_lab(rgb)
-      outputs = system.colorize(state, lightness)
-      return color.net_to_ab(outputs[self.output].astype(jnp.float32))
+      ab = system.colorize(state, lightness)[self.output]
+      return color.net_to_ab(ab.astype(jnp.float32))
 
+    # Arrays that the output does not read are zeros inside the program,
+    # which XLA drops with the computations that would have used them.
     self._predict_ab = jax.jit(predict_ab)
+    self.multiple = self._size_multiple() if render_size else 1
+    if render_size is not None and render_size < self.multiple:
+      raise ValueError(
+          f"render_size={render_size}: this network needs at least "
+          f"{self.multiple} pixels (its size multiple).")
+    self.render_size = render_size
+
+  def _size_multiple(self) -> int:
+    """The smallest power of two whose multiples the network takes at any
+    aspect (tried on 3m x 5m; nothing compiles)."""
+    for k in range(10):
+      m = 2 ** k
+      shape = (1, 3 * m, 5 * m, 3)
+      try:
+        out = jax.eval_shape(self._predict_ab, self._abstract_arrays(),
+                             jax.ShapeDtypeStruct(shape, jnp.uint8))
+      except (ValueError, TypeError):
+        continue
+      if out.shape[1:3] == shape[1:3]:
+        return m
+    raise ValueError("This network takes no image size the render size can "
+                     "pad to (tried multiples of 1 to 512).")
+
+  def _abstract_arrays(self) -> dict:
+    return {p: a for p, a in zip(self._paths, self._abstract)
+            if p in self.needed}
 
   @classmethod
   def from_workdir(cls, workdir: str | os.PathLike, checkpoint: int | None = None,
-                   *, batch_size: int = 8, output: str | None = None
-                   ) -> "Colorizer":
+                   *, batch_size: int = 8, output: str | None = None,
+                   render_size: int | None = None) -> "Colorizer":
     """The run in `workdir` at step `checkpoint` (None: the newest)."""
     run_dir = rundir.RunDir(workdir)
     config = run_dir.read_config()
@@ -113,9 +160,35 @@ class Colorizer:
       state = built.restore(checkpointer, step)
     finally:
       checkpointer.close()
-    system = built.system
-    return cls(system, state, image_size=config.image_size, step=step,
-               batch_size=batch_size, output=output)
+    colorizer = cls(built.system, state, image_size=config.image_size,
+                    step=step, batch_size=batch_size, output=output,
+                    render_size=render_size)
+    colorizer.config = config
+    return colorizer
+
+  @classmethod
+  def from_pretrained(cls, source: str | os.PathLike, *, batch_size: int = 8,
+                      render_size: int | None = None,
+                      sha256: str | None = None) -> "Colorizer":
+    """A model artifact (`python -m jaxcolor.export`): a directory, an
+    archive, or a file:// or https:// URL (see jaxcolor/artifact.py)."""
+    meta, arrays = artifact.read(artifact.fetch(source, sha256=sha256))
+    config = ml_collections.ConfigDict(meta["config"])
+    built = experiment.build(config, data="none", validate=False,
+                             devices=jax.local_devices()[:1])
+    colorizer = cls.__new__(cls)
+    colorizer._setup(built.system, built.abstract_state, meta["image_size"],
+                     meta.get("step"), batch_size, meta["output"], render_size)
+    missing = [p for p in colorizer.needed if p not in arrays]
+    if missing:
+      raise artifact.ArtifactError(
+          f"{source}: the artifact lacks {len(missing)} array(s) its "
+          f"output {meta['output']!r} reads, first {missing[0]}.")
+    device = jax.local_devices()[0]
+    colorizer.arrays = {p: jax.device_put(arrays[p], device)
+                        for p in colorizer.needed}
+    colorizer.config, colorizer.meta = config, meta
+    return colorizer
 
   def colorize(self, image: np.ndarray | Image.Image) -> np.ndarray:
     """One image (array or Pillow image) -> uint8 RGB [H, W, 3], same size."""
@@ -128,134 +201,58 @@ class Colorizer:
     Arrays: [H, W] or [H, W, 1] gray, [H, W, 3] RGB, [H, W, 4] RGBA; uint8,
     uint16 (0..65535) or float in [0, 1].
     """
-    prepared = [_as_image(image) for image in images]
-    results = []
-    for start in range(0, len(prepared), self.batch_size):
-      chunk = prepared[start:start + self.batch_size]
-      small = np.stack([_model_input(im, self.image_size) for im in chunk])
-      # A fixed batch shape: one compilation whatever the number of images.
-      padded = np.zeros((self.batch_size,) + small.shape[1:], np.uint8)
-      padded[:len(small)] = small
-      ab = np.asarray(self._predict_ab(self.state, padded))
-      results += [_recombine(im, ab[i]) for i, im in enumerate(chunk)]
-    return results
+    prepared = [photo_io.as_image(image) for image in images]
+    inputs = []
+    for image in prepared:
+      if self.render_size is None:
+        size = self.image_size
+        inputs.append((photo_io.squeezed(image, size), (size, size)))
+      else:
+        inputs.append(photo_io.rendered(image, self.render_size,
+                                        self.multiple))
+    ab = [None] * len(prepared)
+    # One network call per run of equal input shapes, at a fixed batch
+    # size: one compilation per shape whatever the number of images.
+    start = 0
+    while start < len(inputs):
+      shape = inputs[start][0].shape
+      end = start
+      while (end < len(inputs) and end - start < self.batch_size
+             and inputs[end][0].shape == shape):
+        end += 1
+      padded = np.zeros((self.batch_size,) + shape, np.uint8)
+      for i in range(start, end):
+        padded[i - start] = inputs[i][0]
+      out = np.asarray(self._predict_ab(self.arrays, padded))
+      for i in range(start, end):
+        height, width = inputs[i][1]
+        ab[i] = out[i - start, :height, :width]
+      start = end
+    return [photo_io.recombine(image, ab[i])
+            for i, image in enumerate(prepared)]
 
 
-# -- images --------------------------------------------------------------------
+def _path_name(path) -> str:
+  """'generator/params/down_0/kernel' for a pytree key path."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(
+      k, "idx", k)))) for k in path)
 
 
-def _as_image(image: np.ndarray | Image.Image) -> Image.Image:
-  """An array or Pillow image -> Pillow 'L' or 'RGB' (alpha over white)."""
-  if isinstance(image, Image.Image):
-    return transforms._to_rgb(image, [])  # noqa: SLF001 (same conversions as training)
-  array = np.asarray(image)
-  if array.ndim == 3 and array.shape[-1] == 1:
-    array = array[..., 0]
-  if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-    raise ValueError(f"Expected an image [H, W], [H, W, 1], [H, W, 3] or "
-                     f"[H, W, 4]; got shape {array.shape}.")
-  if array.dtype == np.uint16:
-    array = array / 65535.0
-  if np.issubdtype(array.dtype, np.floating):
-    array = np.round(np.clip(array, 0.0, 1.0) * 255.0)
-  array = array.astype(np.uint8)
-  mode = "L" if array.ndim == 2 else {3: "RGB", 4: "RGBA"}[array.shape[-1]]
-  return transforms._to_rgb(Image.fromarray(array, mode), [])  # noqa: SLF001
+def _read_paths(fn, abstract, x, paths: list[str]) -> set[str]:
+  """The leaves of `abstract` (by path) that `fn(abstract, x)` reads.
 
-
-def _model_input(image: Image.Image, size: int) -> np.ndarray:
-  """The whole image squeezed to [size, size, 3] uint8, resized as in training."""
-  small = image.resize((size, size), Image.Resampling.BICUBIC)
-  return np.asarray(small.convert("RGB"))
-
-
-def _in_chunks(fn, pixels: np.ndarray) -> np.ndarray:
-  """`fn` over [N, 3] pixels in fixed-size chunks (one compiled shape)."""
-  out = np.empty(pixels.shape[:1] + (3,), np.float32)
-  for start in range(0, len(pixels), _CHUNK_PIXELS):
-    part = pixels[start:start + _CHUNK_PIXELS]
-    padded = np.zeros((_CHUNK_PIXELS, 3), part.dtype)
-    padded[:len(part)] = part
-    out[start:start + len(part)] = np.asarray(fn(padded))[:len(part)]
-  return out
-
-
-def _upsample_ab(ab: np.ndarray, width: int, height: int) -> np.ndarray:
-  """[S, S, 2] a*b* -> [height, width, 2], bilinear (antialiased if smaller)."""
-  channels = [np.asarray(Image.fromarray(np.ascontiguousarray(ab[..., c]), "F")
-                         .resize((width, height), Image.Resampling.BILINEAR))
-              for c in range(2)]
-  return np.stack(channels, axis=-1)
-
-
-def _recombine(image: Image.Image, ab: np.ndarray) -> np.ndarray:
-  """The image's full-resolution L* with the upsampled a*b* -> uint8 RGB."""
-  width, height = image.size
-  rgb = np.asarray(image.convert("RGB")).reshape(-1, 3)
-  lightness = _in_chunks(color.rgb_to_lab, rgb)[:, :1]
-  lab = np.concatenate([lightness,
-                        _upsample_ab(ab, width, height).reshape(-1, 2)], axis=-1)
-  out = _in_chunks(color.lab_to_rgb, lab)
-  return np.round(out * 255.0).astype(np.uint8).reshape(height, width, 3)
-
-
-# -- files ---------------------------------------------------------------------
-
-
-def find_inputs(inputs: Iterable[str]) -> list[tuple[pathlib.Path, pathlib.Path]]:
-  """(file, output path relative to OUTPUT without suffix) for each input.
-
-  A file keeps its stem; a folder's images keep their subfolders. When two
-  inputs would share an output name (photo.jpg and photo.png), each of them
-  gets its extension in the name (photo_jpg, photo_png).
+  A backward pass over the traced program: an equation is live when one of
+  its results is, and a live equation's operands are read. Calls into
+  sub-programs count as whole (all their operands are read when any
+  result is), so the set may be larger than needed, never smaller.
   """
-  found = []
-  for item in inputs:
-    path = pathlib.Path(item).expanduser()
-    if path.is_dir():
-      for relative in sources.list_images(path):
-        relative = pathlib.Path(relative)
-        found.append((path / relative, relative.with_suffix("")))
-    elif path.is_file():
-      found.append((path, pathlib.Path(path.stem)))
-    else:
-      raise FileNotFoundError(f"No such file or folder: {item}")
-  seen_files, distinct = set(), []
-  for file, name in found:  # A file named twice (itself and its folder).
-    if file.resolve() not in seen_files:
-      seen_files.add(file.resolve())
-      distinct.append((file, name))
-  counts: dict[pathlib.Path, int] = {}
-  for _, name in distinct:
-    counts[name] = counts.get(name, 0) + 1
-  unique, taken = [], set()
-  for file, name in distinct:
-    if counts[name] > 1:
-      name = name.with_name(f"{name.name}_{file.suffix.lstrip('.').lower()}")
-    base, number = name, 2
-    while name in taken:  # Same stem and extension in different inputs.
-      name, number = base.with_name(f"{base.name}_{number}"), number + 1
-    taken.add(name)
-    unique.append((file, name))
-  return unique
-
-
-def load_image(path: pathlib.Path) -> Image.Image:
-  """Decodes a file as training does (EXIF, CMYK, 16-bit, alpha, palette)."""
-  image, events = transforms.decode(path.read_bytes())
-  if image is None:
-    raise ValueError(f"cannot use {path}: {events[-1]}")
-  return image
-
-
-def save_image(rgb: np.ndarray, path: pathlib.Path, file_format: str,
-               jpeg_quality: int = 95) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  image = Image.fromarray(rgb)
-  if file_format == "jpeg":
-    image.save(path, format="JPEG", quality=jpeg_quality)
-  else:
-    image.save(path, format="PNG")
+  closed = jax.make_jaxpr(fn)(abstract, x)
+  live = {v for v in closed.jaxpr.outvars if isinstance(v, jex.core.Var)}
+  for eqn in reversed(closed.jaxpr.eqns):
+    if eqn.effects or any(v in live for v in eqn.outvars):
+      live.update(v for v in eqn.invars if isinstance(v, jex.core.Var))
+  leaves = closed.jaxpr.invars[:len(paths)]
+  return {path for path, var in zip(paths, leaves) if var in live}
 
 
 def colorize_files(colorizer: Colorizer, inputs: Sequence[str], output: str, *,
@@ -294,17 +291,28 @@ def colorize_files(colorizer: Colorizer, inputs: Sequence[str], output: str, *,
 
 
 def main(argv: Sequence[str]) -> None:
-
   FLAGS = flags.FLAGS
   inputs = list(argv[1:])
   if not inputs:
-    print("Usage: python -m jaxcolor.colorize --workdir DIR --output OUT "
-          "INPUT [INPUT ...]", file=sys.stderr)
+    print("Usage: python -m jaxcolor.colorize (--workdir DIR | --model "
+          "PATH_OR_URL) --output OUT INPUT [INPUT ...]", file=sys.stderr)
+    sys.exit(2)
+  if (FLAGS.workdir is None) == (FLAGS.model is None):
+    print("Error: give exactly one of --workdir (a training run) and --model "
+          "(an artifact).", file=sys.stderr)
     sys.exit(2)
   try:
-    colorizer = Colorizer.from_workdir(FLAGS.workdir, FLAGS.checkpoint,
-                                       batch_size=FLAGS.batch_size,
-                                       output=FLAGS.network_output)
+    if FLAGS.model is not None:
+      if FLAGS.checkpoint is not None or FLAGS.network_output is not None:
+        raise ValueError("--checkpoint and --network_output choose within a "
+                         "run; an artifact holds one step and one output.")
+      colorizer = Colorizer.from_pretrained(
+          FLAGS.model, batch_size=FLAGS.batch_size,
+          render_size=FLAGS.render_size)
+    else:
+      colorizer = Colorizer.from_workdir(
+          FLAGS.workdir, FLAGS.checkpoint, batch_size=FLAGS.batch_size,
+          output=FLAGS.network_output, render_size=FLAGS.render_size)
     summary = colorize_files(colorizer, inputs, FLAGS.output,
                              file_format=FLAGS.format,
                              jpeg_quality=FLAGS.jpeg_quality)
@@ -314,16 +322,20 @@ def main(argv: Sequence[str]) -> None:
   for file, reason in summary["failed"].items():
     print(f"Skipped {file}: {reason}", file=sys.stderr)
   print(f"Colorized {len(summary['written'])} image(s) into {FLAGS.output} "
-        f"with output {colorizer.output!r} of the checkpoint at step "
-        f"{colorizer.step} on "
+        f"with output {colorizer.output!r} of step {colorizer.step} on "
         f"{jax.devices()[0].platform.upper()}.")
   if summary["failed"]:
     sys.exit(1)
 
 
 def _define_flags() -> None:
-
   flags.DEFINE_string("workdir", None, "The training run's directory.")
+  flags.DEFINE_string("model", None, "A model artifact instead of a run: a "
+                      "directory, archive, file:// or https:// URL "
+                      "(optionally URL#sha256=HEX).")
+  flags.DEFINE_integer("render_size", None, "The shorter side the network "
+                       "sees, aspect kept; default: the training size's "
+                       "square.")
   flags.DEFINE_integer("checkpoint", None, "Checkpoint step; default: newest.")
   flags.DEFINE_string("output", None, "Folder for the colorized images.")
   flags.DEFINE_enum("format", "png", list(FORMATS), "Output file format.")
@@ -333,7 +345,7 @@ def _define_flags() -> None:
                       "Which of the run's outputs colours the photos, e.g. "
                       "'generator' (raw weights) beside 'generator_ema'; "
                       "default: the system's final output.")
-  flags.mark_flags_as_required(["workdir", "output"])
+  flags.mark_flags_as_required(["output"])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from skimage import color as skcolor
 
 import helpers
 from jaxcolor import colorize
+from jaxcolor import photo_io
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_predicted_ab_is_upsampled_and_joined_to_full_resolution_lightness():
   ab = np.zeros((32, 32, 2), np.float32)
   ab[..., 0], ab[..., 1] = 12.0, -8.0        # A uniform cast.
   ab[:, 16:, 0] = -12.0                      # The right half another.
-  rgb = colorize._recombine(photo, ab)
+  rgb = photo_io.recombine(photo, ab)
   assert rgb.shape == (61, 90, 3)
   lab_in = skcolor.rgb2lab(np.asarray(photo) / 255.0)
   lab = skcolor.rgb2lab(rgb / 255.0)

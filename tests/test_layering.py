@@ -24,12 +24,13 @@ FLOORS = (
      "distributed", "losses", "preemption", "configuration", "optimizers",
      "data.transforms", "data.sharding"),
     ("data.sources", "data.pipeline", "data", "prefetch", "models.*",
-     "checkpointing", "rundir", "report"),
+     "checkpointing", "rundir", "report", "artifact", "photo_io", "serving"),
     ("models", "fid", "backbone"),
     ("systems.base", "systems.*", "systems"),
     ("divergence", "evaluator", "run_log"),
     ("train_step", "experiment"),
     ("train", "evaluate", "colorize", "score", "benchmark", "main"),
+    ("export",),
 )
 # Packages that import their modules by name (`importlib`): a registry.
 REGISTRIES = ("models", "systems")

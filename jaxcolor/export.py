@@ -1,0 +1,141 @@
+"""Export a trained run as a model artifact, and optionally as serving programs.
+
+  python -m jaxcolor.export --workdir runs/default --output models/default \\
+      [--checkpoint 1500] [--network_output generator] [--stablehlo] \\
+      [--saved_model] [--archive]
+
+writes OUTPUT/ (jaxcolor/artifact.py): model.json and variables.safetensors,
+the arrays the run's colorizing output reads (the EMA generator where the
+run keeps one; no optimiser state, no discriminator), plus with --stablehlo
+serving/colorize.stablehlo and with --saved_model serving/saved_model/
+(jaxcolor/serving.py). --archive also writes OUTPUT.tar.gz, the form to hand
+on or serve by URL. Load it with `Colorizer.from_pretrained(PATH_OR_URL)` or
+`python -m jaxcolor.colorize --model PATH_OR_URL`. Nothing half-written is
+left at OUTPUT: the directory is built aside and renamed.
+"""
+
+import os
+import pathlib
+import sys
+import tarfile
+import tempfile
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from absl import flags
+
+from jaxcolor import artifact
+from jaxcolor import colorize
+from jaxcolor import rundir
+from jaxcolor import serving
+
+
+def export(workdir: str | os.PathLike, output: str | os.PathLike, *,
+           checkpoint: int | None = None, network_output: str | None = None,
+           stablehlo: bool = False, saved_model: bool = False,
+           archive: bool = False) -> dict[str, Any]:
+  """Writes the artifact of `workdir`'s checkpoint; returns model.json's
+  record plus 'path' (and 'archive')."""
+  output = pathlib.Path(output)
+  if output.exists():
+    raise artifact.ArtifactError(f"{output} exists; choose a new --output.")
+  colorizer = colorize.Colorizer.from_workdir(workdir, checkpoint,
+                                              output=network_output)
+  run_dir = rundir.RunDir(workdir)
+  config = colorizer.config
+  meta = {
+      "system": config.system,
+      "output": colorizer.output,
+      "networks": sorted({path.split("/")[0] for path in colorizer.arrays}),
+      "image_size": config.image_size,
+      "step": colorizer.step,
+      "evaluation": run_dir.read_eval(colorizer.step),
+      "config": config.to_dict(),
+      "serving": [name for name, wanted in (
+          (serving.STABLEHLO, stablehlo), (serving.SAVED_MODEL, saved_model))
+          if wanted],
+  }
+
+  def extras(directory: pathlib.Path) -> None:
+    if stablehlo:
+      serving.export_stablehlo(colorizer, directory / serving.STABLEHLO)
+    if saved_model:
+      serving.export_saved_model(colorizer, directory / serving.SAVED_MODEL)
+
+  arrays = {path: np.asarray(jax.device_get(value))
+            for path, value in colorizer.arrays.items()}
+  path = artifact.write(output, arrays, meta, extras)
+  result = {**json_record(path), "path": str(path)}
+  if archive:
+    result["archive"] = str(_archive(path))
+  return result
+
+
+def json_record(path: pathlib.Path) -> dict[str, Any]:
+  meta, _ = artifact.read(path)
+  return meta
+
+
+def _archive(directory: pathlib.Path) -> pathlib.Path:
+  """DIR.tar.gz holding DIR/, written aside and renamed."""
+  target = directory.with_name(directory.name + ".tar.gz")
+  handle, temporary = tempfile.mkstemp(dir=directory.parent,
+                                       prefix=f".{target.name}.")
+  os.close(handle)
+  try:
+    with tarfile.open(temporary, "w:gz") as t:
+      t.add(directory, arcname=directory.name)
+    os.replace(temporary, target)
+  except BaseException:
+    os.unlink(temporary)
+    raise
+  return target
+
+
+def _size(path: pathlib.Path) -> int:
+  return sum(p.stat().st_size for p in pathlib.Path(str(path)).rglob("*")
+             if p.is_file())
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    print(f"Unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
+    sys.exit(2)
+  FLAGS = flags.FLAGS
+  try:
+    result = export(FLAGS.workdir, FLAGS.output, checkpoint=FLAGS.checkpoint,
+                    network_output=FLAGS.network_output,
+                    stablehlo=FLAGS.stablehlo, saved_model=FLAGS.saved_model,
+                    archive=FLAGS.archive)
+  except (FileNotFoundError, ValueError) as e:  # ArtifactError, ConfigError.
+    print(f"Error: {e}", file=sys.stderr)
+    sys.exit(2)
+  path = pathlib.Path(result["path"])
+  checkpoint = rundir.RunDir(FLAGS.workdir).checkpoint_dir / str(result["step"])
+  print(f"Exported output {result['output']!r} of step {result['step']} to "
+        f"{path}: {_size(path) / 1e6:.1f} MB ({', '.join(result['files'])}); "
+        f"the checkpoint is {_size(checkpoint) / 1e6:.1f} MB."
+        + (f" Archive: {result['archive']}." if "archive" in result else ""))
+
+
+def _define_flags() -> None:
+  flags.DEFINE_string("workdir", None, "The training run's directory.")
+  flags.DEFINE_string("output", None, "The artifact directory to create.")
+  flags.DEFINE_integer("checkpoint", None, "Checkpoint step; default: newest.")
+  flags.DEFINE_string("network_output", None, "Which output to export; "
+                      "default: the system's final one (the EMA generator "
+                      "where the run keeps one).")
+  flags.DEFINE_bool("stablehlo", False, "Also write the serving program as a "
+                    "serialized jax.export (StableHLO).")
+  flags.DEFINE_bool("saved_model", False, "Also write it as a TensorFlow "
+                    "SavedModel (TF Serving).")
+  flags.DEFINE_bool("archive", False, "Also write OUTPUT.tar.gz.")
+  flags.mark_flags_as_required(["workdir", "output"])
+
+
+if __name__ == "__main__":
+  from absl import app
+
+  _define_flags()
+  app.run(main)

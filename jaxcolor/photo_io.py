@@ -1,0 +1,170 @@
+"""Photos in and out of the colorizer: decoding, the network's input at the
+training size or a render size, full-resolution recombination, and files.
+
+How an image of any size is colorized: the network runs on the image's
+lightness at a small size, either squeezed to the training size's square
+(`squeezed`, as Zhang et al.'s demo resizes every photo to 256 x 256) or
+with its shorter side at a render size and its aspect kept (`rendered`,
+padded by reflection to what the network's strides need); its a*b* are
+resized back to the photo's size (bilinear) and joined to the photo's own
+full-resolution L* (`recombine`). Chrominance carries little fine detail
+(the premise of colorizing in Lab), so the result keeps every edge of the
+input, and L* is the input's exactly (up to RGB gamut clipping).
+"""
+
+import pathlib
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+from jaxcolor import color
+from jaxcolor.data import sources
+from jaxcolor.data import transforms
+
+FORMATS = {"png": ".png", "jpeg": ".jpg"}
+# Pixels per call of the full-resolution colour conversions: one compiled
+# shape for every image size.
+_CHUNK_PIXELS = 1 << 20
+
+
+def as_image(image: np.ndarray | Image.Image) -> Image.Image:
+  """An array or Pillow image -> Pillow 'L' or 'RGB' (alpha over white)."""
+  if isinstance(image, Image.Image):
+    return transforms._to_rgb(image, [])  # noqa: SLF001 (same conversions as training)
+  array = np.asarray(image)
+  if array.ndim == 3 and array.shape[-1] == 1:
+    array = array[..., 0]
+  if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+    raise ValueError(f"Expected an image [H, W], [H, W, 1], [H, W, 3] or "
+                     f"[H, W, 4]; got shape {array.shape}.")
+  if array.dtype == np.uint16:
+    array = array / 65535.0
+  if np.issubdtype(array.dtype, np.floating):
+    array = np.round(np.clip(array, 0.0, 1.0) * 255.0)
+  array = array.astype(np.uint8)
+  mode = "L" if array.ndim == 2 else {3: "RGB", 4: "RGBA"}[array.shape[-1]]
+  return transforms._to_rgb(Image.fromarray(array, mode), [])  # noqa: SLF001
+
+
+def squeezed(image: Image.Image, size: int) -> np.ndarray:
+  """The whole image squeezed to [size, size, 3] uint8, resized as in training."""
+  small = image.resize((size, size), Image.Resampling.BICUBIC)
+  return np.asarray(small.convert("RGB"))
+
+
+def render_shape(width: int, height: int, render_size: int) -> tuple[int, int]:
+  """(height, width) with the shorter side `render_size`, aspect kept."""
+  scale = render_size / min(width, height)
+  return (max(round(height * scale), 1), max(round(width * scale), 1))
+
+
+def rendered(image: Image.Image, render_size: int, multiple: int
+             ) -> tuple[np.ndarray, tuple[int, int]]:
+  """The image at `render_size` (shorter side; aspect kept), padded by
+  reflection at the bottom and right to multiples of `multiple`.
+
+  Returns (uint8 [H', W', 3], (H, W) of the unpadded part).
+  """
+  height, width = render_shape(*image.size, render_size)
+  small = np.asarray(image.resize((width, height), Image.Resampling.BICUBIC)
+                     .convert("RGB"))
+  pad = (-height % multiple, -width % multiple)
+  if pad[0] >= height or pad[1] >= width:  # Reflection needs that much image.
+    raise ValueError(f"render size {render_size} gives {height}x{width} "
+                     f"pixels, too few to pad to a multiple of {multiple}.")
+  return (np.pad(small, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="reflect"),
+          (height, width))
+
+
+def _in_chunks(fn, pixels: np.ndarray) -> np.ndarray:
+  """`fn` over [N, 3] pixels in fixed-size chunks (one compiled shape)."""
+  out = np.empty(pixels.shape[:1] + (3,), np.float32)
+  for start in range(0, len(pixels), _CHUNK_PIXELS):
+    part = pixels[start:start + _CHUNK_PIXELS]
+    padded = np.zeros((_CHUNK_PIXELS, 3), part.dtype)
+    padded[:len(part)] = part
+    out[start:start + len(part)] = np.asarray(fn(padded))[:len(part)]
+  return out
+
+
+def upsample_ab(ab: np.ndarray, width: int, height: int) -> np.ndarray:
+  """[h, w, 2] a*b* -> [height, width, 2], bilinear (antialiased if smaller)."""
+  channels = [np.asarray(Image.fromarray(np.ascontiguousarray(ab[..., c]), "F")
+                         .resize((width, height), Image.Resampling.BILINEAR))
+              for c in range(2)]
+  return np.stack(channels, axis=-1)
+
+
+def recombine(image: Image.Image, ab: np.ndarray) -> np.ndarray:
+  """The image's full-resolution L* with the upsampled a*b* -> uint8 RGB."""
+  width, height = image.size
+  rgb = np.asarray(image.convert("RGB")).reshape(-1, 3)
+  lightness = _in_chunks(color.rgb_to_lab, rgb)[:, :1]
+  lab = np.concatenate([lightness,
+                        upsample_ab(ab, width, height).reshape(-1, 2)], axis=-1)
+  out = _in_chunks(color.lab_to_rgb, lab)
+  return np.round(out * 255.0).astype(np.uint8).reshape(height, width, 3)
+
+
+# -- files ---------------------------------------------------------------------
+
+
+def find_inputs(inputs: Iterable[str]) -> list[tuple[pathlib.Path, pathlib.Path]]:
+  """(file, output path relative to OUTPUT without suffix) for each input.
+
+  A file keeps its stem; a folder's images keep their subfolders. When two
+  inputs would share an output name (photo.jpg and photo.png), each of them
+  gets its extension in the name (photo_jpg, photo_png).
+  """
+  found = []
+  for item in inputs:
+    path = pathlib.Path(item).expanduser()
+    if path.is_dir():
+      for relative in sources.list_images(path):
+        relative = pathlib.Path(relative)
+        found.append((path / relative, relative.with_suffix("")))
+    elif path.is_file():
+      found.append((path, pathlib.Path(path.stem)))
+    else:
+      raise FileNotFoundError(f"No such file or folder: {item}")
+  seen_files, distinct = set(), []
+  for file, name in found:  # A file named twice (itself and its folder).
+    if file.resolve() not in seen_files:
+      seen_files.add(file.resolve())
+      distinct.append((file, name))
+  counts: dict[pathlib.Path, int] = {}
+  for _, name in distinct:
+    counts[name] = counts.get(name, 0) + 1
+  unique, taken = [], set()
+  for file, name in distinct:
+    if counts[name] > 1:
+      name = name.with_name(f"{name.name}_{file.suffix.lstrip('.').lower()}")
+    base, number = name, 2
+    while name in taken:  # Same stem and extension in different inputs.
+      name, number = base.with_name(f"{base.name}_{number}"), number + 1
+    taken.add(name)
+    unique.append((file, name))
+  return unique
+
+
+def load_image(path: pathlib.Path) -> Image.Image:
+  """Decodes a file as training does (EXIF, CMYK, 16-bit, alpha, palette)."""
+  image, events = transforms.decode(path.read_bytes())
+  if image is None:
+    raise ValueError(f"cannot use {path}: {events[-1]}")
+  return image
+
+
+def save_image(rgb: np.ndarray, path: pathlib.Path, file_format: str,
+               jpeg_quality: int = 95) -> None:
+  """uint8 RGB -> `path`, written aside and renamed (never half-written)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  image = Image.fromarray(rgb)
+  temporary = path.with_name(f".{path.name}.partial")
+  with open(temporary, "wb") as f:
+    if file_format == "jpeg":
+      image.save(f, format="JPEG", quality=jpeg_quality)
+    else:
+      image.save(f, format="PNG")
+  temporary.replace(path)

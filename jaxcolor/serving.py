@@ -1,0 +1,100 @@
+"""The colorizer as one program: uint8 RGB [batch, H, W, 3] in, uint8 RGB of
+the same shape out, for serving without this codebase.
+
+Inside the program, as `Colorizer.colorize_batch` does on the host: each
+photo squeezed to the training size's square (bicubic, antialiased), its L*
+through the network, the a*b* resized to the photo's size (bilinear) and
+joined to the photo's full-resolution L*, back to sRGB, rounded to uint8.
+Batch, height and width are symbolic: one program for every photo size.
+The host path resizes with Pillow and this one with `jax.image.resize`, so
+the two agree to rounding (tests/test_export.py measures it).
+
+Two forms (`python -m jaxcolor.export ... --stablehlo --saved_model`):
+  serving/colorize.stablehlo   `jax.export` serialization (StableHLO with
+                               the weights inside): `jax.export.deserialize(
+                               data).call(rgb)` in any JAX process.
+  serving/saved_model/         a TensorFlow SavedModel (jax2tf, the same
+                               StableHLO in an XlaCallModule op, the weights
+                               as variables): `tf.saved_model.load(path)
+                               .serve(rgb)`, or TF Serving's 'serving_default'.
+"""
+
+import pathlib
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcolor import color
+
+STABLEHLO = "serving/colorize.stablehlo"
+SAVED_MODEL = "serving/saved_model"
+
+
+def program(colorizer) -> Callable[[dict, jax.Array], jax.Array]:
+  """(arrays, uint8 RGB [B, H, W, 3]) -> uint8 RGB [B, H, W, 3], with
+  `colorizer.arrays` as the first argument."""
+  size = colorizer.image_size
+  predict_ab = colorizer._predict_ab  # noqa: SLF001 (the colorizer's own network call)
+
+  def colorize(arrays: dict, rgb: jax.Array) -> jax.Array:
+    batch, height, width, _ = rgb.shape
+    small = jax.image.resize(rgb.astype(jnp.float32), (batch, size, size, 3),
+                             "cubic", antialias=True)
+    small = jnp.clip(jnp.round(small), 0, 255).astype(jnp.uint8)
+    ab = jax.image.resize(predict_ab(arrays, small), (batch, height, width, 2),
+                          "linear", antialias=True)
+    lightness = color.rgb_to_lab(rgb)[..., :1]
+    out = color.lab_to_rgb(jnp.concatenate([lightness, ab], axis=-1))
+    return jnp.round(jnp.clip(out, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+  return colorize
+
+
+def export_stablehlo(colorizer, path: pathlib.Path) -> None:
+  """The program with the weights inside, serialized by `jax.export`."""
+  arrays = colorizer.arrays
+  colorize = program(colorizer)
+  batch, height, width = jax.export.symbolic_shape("b, h, w")
+  exported = jax.export.export(jax.jit(lambda rgb: colorize(arrays, rgb)))(
+      jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(exported.serialize())
+
+
+def export_saved_model(colorizer, path: pathlib.Path) -> None:
+  """A TensorFlow SavedModel whose `serve` signature is the program."""
+  import tensorflow as tf  # noqa: PLC0415 (TensorFlow only for this format)
+  from jax.experimental import jax2tf  # noqa: PLC0415
+
+  names = sorted(colorizer.arrays)
+  colorize = program(colorizer)
+  module = tf.Module()
+  # A list, not a dict keyed by 'a/b/c' paths: object-graph names stay plain.
+  module.weights = [tf.Variable(np.asarray(colorizer.arrays[n]),
+                                trainable=False) for n in names]
+  converted = jax2tf.convert(
+      lambda weights, rgb: colorize(dict(zip(names, weights)), rgb),
+      polymorphic_shapes=[None, "(b, h, w, 3)"], with_gradient=False)
+
+  @tf.function(autograph=False, input_signature=[
+      tf.TensorSpec([None, None, None, 3], tf.uint8, name="rgb")])
+  def serve(rgb):
+    return converted(module.weights, rgb)
+
+  module.serve = serve
+  tf.saved_model.save(module, str(path),
+                      signatures={"serving_default": serve})
+
+
+def run_stablehlo(data: bytes, rgb: np.ndarray) -> np.ndarray:
+  """Runs a serialized program on uint8 RGB [B, H, W, 3] (what a serving
+  process needs: JAX, and not this package)."""
+  return np.asarray(jax.export.deserialize(data).call(rgb))
+
+
+def files_under(root: pathlib.Path, directory: pathlib.Path) -> dict[str, Any]:
+  """{path relative to `root`: path} of every file under `directory`."""
+  return {str(p.relative_to(root)): p for p in sorted(directory.rglob("*"))
+          if p.is_file()}
