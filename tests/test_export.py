@@ -218,9 +218,10 @@ def test_serving_program_in_a_fresh_process_matches_the_colorizer(
   expected = np.stack([colorizer.colorize(np.asarray(
       Image.open(p).convert("RGB").resize((96, 64)))) for p in photos])
   assert served.shape == expected.shape and served.dtype == np.uint8
+  # Pillow's resizes on the host, jax.image.resize in the program: the
+  # same filters, rounded apart by at most one level.
   difference = np.abs(served.astype(int) - expected.astype(int))
-  assert difference.mean() <= 1.0, difference.mean()  # Within 1/255.
-  assert np.percentile(difference, 99) <= 2, np.percentile(difference, 99)
+  assert difference.max() <= 1, (difference.max(), difference.mean())
 
 
 def test_command_line_export_and_colorize_by_model(run_dir, tmp_path):
