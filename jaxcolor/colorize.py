@@ -5,7 +5,9 @@
       [--network_output generator] [--render_size 512]
   python -m jaxcolor.colorize --model PATH_OR_URL --output colorized/ photos/
 
-Each INPUT is an image file or a folder (searched recursively). Outputs go to
+Each INPUT is an image file, a folder of images (searched recursively) or a
+video file (jaxcolor/video.py: frames batched, a*b* smoothed within shots,
+audio kept; --temporal_smoothing, --cut_threshold). Outputs go to
 OUTPUT as `<stem>.png` (or `.jpg`), keeping the input's file name and, for
 folders, its subfolders. From Python (a notebook):
 
@@ -49,6 +51,7 @@ from jaxcolor import experiment
 from jaxcolor import photo_io
 from jaxcolor import rundir
 from jaxcolor import systems
+from jaxcolor import video
 from jaxcolor.photo_io import FORMATS, find_inputs, load_image, save_image
 
 __all__ = ["Colorizer", "colorize_files", "find_inputs", "load_image",
@@ -202,6 +205,14 @@ class Colorizer:
     uint16 (0..65535) or float in [0, 1].
     """
     prepared = [photo_io.as_image(image) for image in images]
+    return [photo_io.recombine(image, ab)
+            for image, ab in zip(prepared, self.predict_ab(prepared))]
+
+  def predict_ab(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+    """The network's a*b* of each Pillow image (`photo_io.as_image`), at the
+    network's resolution: [h, w, 2] float32 in Lab units, before the
+    upsampling to the photo's size (video smooths them over time here)."""
+    prepared = images
     inputs = []
     for image in prepared:
       if self.render_size is None:
@@ -228,8 +239,7 @@ class Colorizer:
         height, width = inputs[i][1]
         ab[i] = out[i - start, :height, :width]
       start = end
-    return [photo_io.recombine(image, ab[i])
-            for i, image in enumerate(prepared)]
+    return ab
 
 
 def _path_name(path) -> str:
@@ -313,15 +323,33 @@ def main(argv: Sequence[str]) -> None:
       colorizer = Colorizer.from_workdir(
           FLAGS.workdir, FLAGS.checkpoint, batch_size=FLAGS.batch_size,
           output=FLAGS.network_output, render_size=FLAGS.render_size)
-    summary = colorize_files(colorizer, inputs, FLAGS.output,
+    videos = [i for i in inputs if video.is_video(i)]
+    stills = [i for i in inputs if not video.is_video(i)]
+    summary = colorize_files(colorizer, stills, FLAGS.output,
                              file_format=FLAGS.format,
-                             jpeg_quality=FLAGS.jpeg_quality)
+                             jpeg_quality=FLAGS.jpeg_quality,
+                             progress=bool(stills))
+    for clip in videos:
+      target = pathlib.Path(FLAGS.output) / pathlib.Path(clip).name
+      try:
+        done = video.colorize_video(
+            colorizer, clip, target,
+            temporal_smoothing=FLAGS.temporal_smoothing,
+            cut_threshold=FLAGS.cut_threshold)
+      except video.VideoError as e:
+        summary["failed"][clip] = str(e)
+        continue
+      summary["written"].append(str(target))
+      print(f"{target}: {done['frames']} frames, {done['cuts']} cut(s), "
+            f"{done['fps']:g} fps, {done['size'][0]}x{done['size'][1]}"
+            + (f"; the decoder stopped early: {done['decode_error']}"
+               if done["decode_error"] else ""), file=sys.stderr)
   except (FileNotFoundError, ValueError) as e:
     print(f"Error: {e}", file=sys.stderr)
     sys.exit(2)
   for file, reason in summary["failed"].items():
     print(f"Skipped {file}: {reason}", file=sys.stderr)
-  print(f"Colorized {len(summary['written'])} image(s) into {FLAGS.output} "
+  print(f"Colorized {len(summary['written'])} file(s) into {FLAGS.output} "
         f"with output {colorizer.output!r} of step {colorizer.step} on "
         f"{jax.devices()[0].platform.upper()}.")
   if summary["failed"]:
@@ -333,6 +361,11 @@ def _define_flags() -> None:
   flags.DEFINE_string("model", None, "A model artifact instead of a run: a "
                       "directory, archive, file:// or https:// URL "
                       "(optionally URL#sha256=HEX).")
+  flags.DEFINE_float("temporal_smoothing", 0.6, "Videos: weight of the "
+                     "previous frames' a*b* within a shot (0: frame by "
+                     "frame).", lower_bound=0.0, upper_bound=0.99)
+  flags.DEFINE_float("cut_threshold", 12.0, "Videos: mean absolute change of "
+                     "a 32x32 gray thumbnail (0..255) that starts a new shot.")
   flags.DEFINE_integer("render_size", None, "The shorter side the network "
                        "sees, aspect kept; default: the training size's "
                        "square.")

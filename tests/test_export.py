@@ -183,6 +183,16 @@ def test_render_size_keeps_the_aspect_and_rejects_what_cannot_fit(run_dir):
     colorize.Colorizer.from_workdir(run_dir, render_size=16)
 
 
+def test_iizuka_renders_its_local_path_at_any_aspect(tmp_path):
+  run = tmp_path / "iizuka"
+  helpers.make_checkpoint(helpers.load_config("configs/iizuka.py"), run,
+                          steps=(1,))
+  colorizer = colorize.Colorizer.from_workdir(run, render_size=40)
+  assert colorizer.multiple == 8  # Three halvings; the global path resizes.
+  photo = _photos(1)[0]
+  assert colorizer.colorize(photo).shape == photo.shape
+
+
 _SERVE = """
 import json, sys
 import numpy as np

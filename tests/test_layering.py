@@ -24,7 +24,7 @@ FLOORS = (
      "distributed", "losses", "preemption", "configuration", "optimizers",
      "data.transforms", "data.sharding"),
     ("data.sources", "data.pipeline", "data", "prefetch", "models.*",
-     "checkpointing", "rundir", "report", "artifact", "photo_io", "serving"),
+     "checkpointing", "rundir", "report", "artifact", "photo_io", "serving", "video"),
     ("models", "fid", "backbone"),
     ("systems.base", "systems.*", "systems"),
     ("divergence", "evaluator", "run_log"),
