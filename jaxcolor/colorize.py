@@ -30,6 +30,7 @@ RGB, RGBA and LA (over white), palette, CMYK and 16-bit images, with their
 EXIF orientation applied. Runs on CPU when JAX sees no accelerator.
 """
 
+import copy
 import os
 import pathlib
 import sys
@@ -192,6 +193,18 @@ class Colorizer:
                         for p in colorizer.needed}
     colorizer.config, colorizer.meta = config, meta
     return colorizer
+
+  def with_render_size(self, render_size: int | None) -> "Colorizer":
+    """The same colorizer (sharing its arrays) at another render size.
+
+    Raises:
+      ValueError: a render size the network cannot take.
+    """
+    other = copy.copy(self)
+    other._setup(self.system, jax.tree.unflatten(self._treedef, self._abstract),
+                 self.image_size, self.step, self.batch_size, self.output,
+                 render_size)
+    return other
 
   def colorize(self, image: np.ndarray | Image.Image) -> np.ndarray:
     """One image (array or Pillow image) -> uint8 RGB [H, W, 3], same size."""

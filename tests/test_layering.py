@@ -30,7 +30,7 @@ FLOORS = (
     ("divergence", "evaluator", "run_log"),
     ("train_step", "experiment"),
     ("train", "evaluate", "colorize", "score", "benchmark", "main"),
-    ("export",),
+    ("export", "serve"),
 )
 # Packages that import their modules by name (`importlib`): a registry.
 REGISTRIES = ("models", "systems")
