@@ -4,8 +4,9 @@ within each shot, the audio and the frame size and rate kept.
   python -m jaxcolor.colorize --workdir W --output out/ clip.mp4 [--temporal_smoothing 0.6]
 
 Any container and codec FFmpeg reads (PyAV). Frames are decoded in one
-thread, colorized in batches, and encoded in another, so the network does
-not wait on the decoder when the decoder keeps up. Each frame's own L* is
+thread, colorized in batches, and recombined and encoded in a third, so the
+network waits neither on the decoder nor on the encoder when they keep up.
+Each frame's own L* is
 kept (`photo_io.recombine`); the output is H.264 in yuv420p (or the input's
 container's usual codec), whose lossy coding touches L* as it touches any
 frame.
@@ -144,28 +145,47 @@ def colorize_video(colorizer, source: str | os.PathLike,
 
     reader = threading.Thread(target=decode, daemon=True)
     reader.start()
-    total = stream.frames or None
-    bar = tqdm(total=total, unit="frame", disable=not progress,
+    bar = tqdm(total=stream.frames or None, unit="frame", disable=not progress,
                desc=source.name)
+    # The encoder runs beside the network: batch n is recombined and
+    # encoded while batch n + 1 is colorized.
+    encode_in: queue.Queue = queue.Queue(maxsize=2)
+    encode_failure: list[BaseException] = []
+
+    def encode():
+      try:
+        while (item := encode_in.get()) is not _END:
+          audio_packets, batch, prepared, abs_ = item
+          for packet in audio_packets:
+            output.mux(packet)
+          for frame, image, ab in zip(batch, prepared, abs_):
+            rgb = photo_io.recombine(image, smoother(image, ab))
+            out = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            out.pts, out.time_base = frame.pts, frame.time_base
+            for packet in out_video.encode(out):
+              output.mux(packet)
+          bar.update(len(batch))
+      except BaseException as e:  # noqa: BLE001 (re-raised by the caller)
+        encode_failure.append(e)
+        while encode_in.get() is not _END:  # Unblock the producer.
+          pass
+
+    writer = threading.Thread(target=encode, daemon=True)
+    writer.start()
     count = 0
-    for batch, audio_packets in _batches(frames_in, colorizer.batch_size):
-      for packet in audio_packets:
-        output.mux(packet)
-      if not batch:
-        continue
-      images = [frame.to_image() for frame in batch]
-      prepared = [photo_io.as_image(image) for image in images]
-      for frame, image, ab in zip(batch, prepared,
-                                  colorizer.predict_ab(prepared)):
-        rgb = photo_io.recombine(image, smoother(image, ab))
-        out = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        out.pts, out.time_base = frame.pts, frame.time_base
-        for packet in out_video.encode(out):
-          output.mux(packet)
-      count += len(batch)
-      bar.update(len(batch))
-    bar.close()
+    try:
+      for batch, audio_packets in _batches(frames_in, colorizer.batch_size):
+        prepared = [photo_io.as_image(frame.to_image()) for frame in batch]
+        abs_ = colorizer.predict_ab(prepared) if batch else []
+        encode_in.put((audio_packets, batch, prepared, abs_))
+        count += len(batch)
+    finally:
+      encode_in.put(_END)
+      writer.join()
+      bar.close()
     reader.join()
+    if encode_failure:
+      raise VideoError(f"{target}: cannot encode ({encode_failure[0]}).")
     if failure and not count:
       raise VideoError(f"{source}: cannot decode its video ({failure[0]}).")
     if not count:
