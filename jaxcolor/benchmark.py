@@ -39,10 +39,6 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-if __name__ == "__main__":
-  from jaxcolor import host_memory  # noqa: E402
-  host_memory.restart_with_huge_pages()  # Before anything is imported or run.
-
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402

@@ -1,5 +1,5 @@
-"""Huge pages for the host's allocations: a restart with glibc's malloc
-asking the kernel for transparent huge pages.
+"""Huge pages for the host's allocations: glibc's malloc asking the kernel
+for transparent huge pages, set where a process is started.
 
 XLA:CPU allocates every temporary buffer of a step with malloc, and glibc
 serves large blocks with fresh `mmap`s, given back after the step: each
@@ -10,46 +10,48 @@ faults a few hundred pages instead of over a hundred thousand, and runs
 faster (docs/benchmarks.md has the counts and times). The same holds for
 host-side buffers of accelerator runs, in smaller measure.
 
-glibc reads its tunables when the process starts, so the command-line
-entry points (`python -m jaxcolor.main`, `jaxcolor.benchmark`) call
-`restart_with_huge_pages` first: it re-executes the same command line, once,
-with the tunable added to `GLIBC_TUNABLES`. It does nothing where the kernel
-has transparent huge pages off ('never'), on glibc older than 2.35 (which
-lacks the tunable) or off Linux, when `GLIBC_TUNABLES` already names
-`glibc.malloc.hugetlb` (so a user's own setting wins, including
-`glibc.malloc.hugetlb=0`), or with JAXCOLOR_HUGE_PAGES=0.
+glibc reads its tunables when a process starts, so the setting belongs to
+whoever starts it: the launchers in launch/ export it (keeping other
+tunables, and a user's own `glibc.malloc.hugetlb`), and by hand:
+
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m jaxcolor.main ...
+
+The entry points run in the process that was started (they do not
+re-execute themselves); where the setting would help and is absent, `main`
+logs `hint()` once. It helps where the kernel's transparent huge pages are
+not 'never' and glibc is 2.35 or newer, on Linux.
 """
 
 import os
 import sys
 
 TUNABLE = "glibc.malloc.hugetlb"
-OPT_OUT = "JAXCOLOR_HUGE_PAGES"  # "0": leave malloc as it is.
 _THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
-def restart_with_huge_pages() -> None:
-  """Re-executes this process with `glibc.malloc.hugetlb=1`, if it helps.
-
-  Returns only when no restart is needed or possible; otherwise the process
-  image is replaced (same PID, arguments, environment plus the tunable), so
-  call it before any other work, and from the main program only.
-  """
-  if not wanted(os.environ):
-    return
-  tunables = os.environ.get("GLIBC_TUNABLES", "")
-  env = dict(os.environ,
-             GLIBC_TUNABLES=":".join(filter(None, [tunables, f"{TUNABLE}=1"])))
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+def with_huge_pages(tunables: str) -> str:
+  """`GLIBC_TUNABLES` with `glibc.malloc.hugetlb=1` added, unless it already
+  sets that tunable (a user's own value, 0 included, is kept)."""
+  if any(part.split("=")[0] == TUNABLE for part in tunables.split(":")):
+    return tunables
+  return ":".join(filter(None, [tunables, f"{TUNABLE}=1"]))
 
 
-def wanted(environ) -> bool:
-  """Whether `restart_with_huge_pages` would restart under `environ`."""
-  if environ.get(OPT_OUT, "1") == "0" or TUNABLE in environ.get(
-      "GLIBC_TUNABLES", ""):
-    return False
+def hint(environ=os.environ) -> str | None:
+  """One line on how to turn huge pages on, where they are supported and
+  not set; else None."""
+  if environ.get("GLIBC_TUNABLES", "") != with_huge_pages(
+      environ.get("GLIBC_TUNABLES", "")):
+    if supported():
+      return (f"Host allocations use 4 KiB pages: start the process with "
+              f"GLIBC_TUNABLES={with_huge_pages(environ.get('GLIBC_TUNABLES', ''))} "
+              "for a faster CPU step (the launchers in launch/ do; "
+              "jaxcolor/host_memory.py).")
+  return None
+
+
+def supported() -> bool:
+  """Linux, glibc >= 2.35 and transparent huge pages not 'never'."""
   return (sys.platform == "linux" and glibc_supports_tunable()
           and transparent_huge_pages_available())
 

@@ -10,10 +10,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow (for TensorBoard) is quiet.
 
-if __name__ == "__main__":
-  from jaxcolor import host_memory  # noqa: E402
-  host_memory.restart_with_huge_pages()  # Before anything is imported or run.
-
 import jax  # noqa: E402
 from absl import app
 from absl import flags
@@ -22,6 +18,7 @@ from ml_collections import config_flags
 
 from jaxcolor import configuration
 from jaxcolor import distributed
+from jaxcolor import host_memory
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with a preset: configs/pix2pix.py:smoke.",
@@ -54,6 +51,8 @@ def main(argv):
                jax.__version__, jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(),
                jax.devices()[0].device_kind)
+  if jax.default_backend() == "cpu" and host_memory.hint():
+    logging.info("%s", host_memory.hint())
   # The jobs import TensorFlow (TensorBoard writers): after the flags parse,
   # so a flag error is reported at once.
   from jaxcolor import divergence, evaluate, train  # noqa: PLC0415

@@ -61,8 +61,17 @@ stop_all() {
 # Ctrl-C / SIGTERM to this script: the run checkpoints at an agreed step.
 trap 'stop_all "${JAXCOLOR_STOP_GRACE_S:-300}"; exit 130' INT TERM
 
+# Huge pages for host allocations (jaxcolor/host_memory.py): glibc reads the
+# tunable at process start, so the launcher sets it; a user's own
+# glibc.malloc.hugetlb is kept.
+case ":${GLIBC_TUNABLES:-}:" in
+  *":glibc.malloc.hugetlb="*) ;;
+  *) GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1" ;;
+esac
+
 for ((i = 0; i < num_processes; i++)); do
-  env_vars=(JAXCOLOR_DISTRIBUTED=1 JAXCOLOR_COORDINATOR="127.0.0.1:$port"
+  env_vars=(GLIBC_TUNABLES="$GLIBC_TUNABLES" JAXCOLOR_DISTRIBUTED=1
+            JAXCOLOR_COORDINATOR="127.0.0.1:$port"
             JAXCOLOR_NUM_PROCESSES="$num_processes" JAXCOLOR_PROCESS_ID="$i")
   if [[ -n "$cpu_devices" ]]; then
     env_vars+=(JAX_NUM_CPU_DEVICES="$cpu_devices")

@@ -1,60 +1,55 @@
-"""Huge pages for host allocations: the entry points restart once with
-glibc's `glibc.malloc.hugetlb=1`, unless told not to or unable to."""
+"""Huge pages for host allocations: set where the process starts (the
+launchers), composed without losing other tunables or a user's own value,
+and hinted at where they would help."""
 
 import os
 import subprocess
 import sys
 
-import pytest
-
 from jaxcolor import host_memory
 
-# Prints the environment the (possibly restarted) process runs with, and
-# how many times it started.
-_PROBE = """
-import os
-from jaxcolor import host_memory
-print("start", flush=True)
-host_memory.restart_with_huge_pages()
-print("tunables=" + os.environ.get("GLIBC_TUNABLES", ""))
-"""
+from helpers import REPO
 
 
-def _probe(**env):
-  environ = {k: v for k, v in os.environ.items()
-             if k not in ("GLIBC_TUNABLES", host_memory.OPT_OUT)}
-  environ.update(env)
-  out = subprocess.run([sys.executable, "-c", _PROBE], env=environ,
-                       capture_output=True, text=True, check=True, timeout=60)
-  return out.stdout.splitlines()
+def test_tunable_is_added_once_and_a_users_setting_is_kept():
+  assert host_memory.with_huge_pages("") == "glibc.malloc.hugetlb=1"
+  assert host_memory.with_huge_pages("glibc.malloc.trim_threshold=1000000") == (
+      "glibc.malloc.trim_threshold=1000000:glibc.malloc.hugetlb=1")
+  kept = "glibc.malloc.hugetlb=0:glibc.malloc.trim_threshold=5"
+  assert host_memory.with_huge_pages(kept) == kept
 
 
-def test_restarts_once_with_the_tunable_where_it_can():
-  if not host_memory.wanted({}):
-    pytest.skip("no glibc >= 2.35 with transparent huge pages here")
-  lines = _probe()
-  assert lines.count("start") == 2  # Restarted exactly once.
-  assert lines[-1] == f"tunables={host_memory.TUNABLE}=1"
-
-
-def test_keeps_other_tunables_and_a_users_own_setting():
-  if not host_memory.wanted({}):
-    pytest.skip("no glibc >= 2.35 with transparent huge pages here")
-  lines = _probe(GLIBC_TUNABLES="glibc.malloc.trim_threshold=1000000")
-  assert lines[-1] == ("tunables=glibc.malloc.trim_threshold=1000000:"
-                       f"{host_memory.TUNABLE}=1")
-  lines = _probe(GLIBC_TUNABLES=f"{host_memory.TUNABLE}=0")
-  assert lines == ["start", f"tunables={host_memory.TUNABLE}=0"]
-
-
-def test_opt_out_and_missing_support_do_not_restart(monkeypatch):
-  assert _probe(**{host_memory.OPT_OUT: "0"}) == ["start", "tunables="]
-  monkeypatch.setattr(host_memory, "transparent_huge_pages_available",
-                      lambda: False)
-  assert not host_memory.wanted({})
+def test_hint_only_where_supported_and_unset(monkeypatch):
+  monkeypatch.setattr(host_memory, "supported", lambda: True)
+  assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in host_memory.hint({})
+  assert host_memory.hint({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None
+  monkeypatch.setattr(host_memory, "supported", lambda: False)
+  assert host_memory.hint({}) is None
+  monkeypatch.undo()
   monkeypatch.setattr(host_memory, "transparent_huge_pages_available",
                       lambda: True)
   monkeypatch.setattr(os, "confstr", lambda name: "glibc 2.31")
-  assert not host_memory.wanted({})
+  assert not host_memory.supported()
   monkeypatch.setattr(os, "confstr", lambda name: "glibc 2.36")
-  assert host_memory.wanted({}) == (sys.platform == "linux")
+  assert host_memory.supported() == (sys.platform == "linux")
+
+
+def _dry_run(script, *args, **env):
+  environ = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  result = subprocess.run(["bash", str(REPO / "launch" / script), *args],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(environ, DRY_RUN="1", **env))
+  assert result.returncode == 0, result.stderr
+  return result.stdout
+
+
+def test_launchers_start_processes_with_huge_pages():
+  out = _dry_run("slurm_gpu.sbatch", "--config", "configs/pix2pix.py",
+                 "--workdir", "/tmp/w",
+                 GLIBC_TUNABLES="glibc.malloc.trim_threshold=5")
+  assert ("GLIBC_TUNABLES=glibc.malloc.trim_threshold=5:"
+          "glibc.malloc.hugetlb=1") in out.replace("\\", "")
+  out = _dry_run("tpu_pod.sh", "--config", "configs/pix2pix.py",
+                 TPU_NAME="t", ZONE="z", WORKDIR="gs://b/r",
+                 ACCELERATOR_TYPE="v4-8")
+  assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in out.replace("\\", "")
