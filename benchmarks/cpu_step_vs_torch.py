@@ -37,11 +37,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-if __name__ == "__main__":
-  # Both steps allocate through the same malloc: with huge pages (unless
-  # JAXCOLOR_HUGE_PAGES=0), as `python -m jaxcolor.main` runs.
-  from jaxcolor import host_memory  # noqa: E402
-  host_memory.restart_with_huge_pages()
+# Both steps allocate through the same malloc: start this script with
+# GLIBC_TUNABLES=glibc.malloc.hugetlb=1 to time them with huge pages, as the
+# launchers run training (jaxcolor/host_memory.py).
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
