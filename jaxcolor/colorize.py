@@ -34,6 +34,7 @@ import copy
 import os
 import pathlib
 import sys
+import time
 from typing import Any, Sequence
 
 import jax
@@ -43,7 +44,6 @@ import ml_collections
 import numpy as np
 from absl import flags
 from PIL import Image
-from tqdm import tqdm
 
 from jaxcolor import artifact
 from jaxcolor import checkpointing
@@ -53,7 +53,7 @@ from jaxcolor import photo_io
 from jaxcolor import rundir
 from jaxcolor import systems
 from jaxcolor import video
-from jaxcolor.photo_io import FORMATS, find_inputs, load_image, save_image
+from jaxcolor.photo_io import FORMATS, colorize_files, find_inputs, load_image, save_image
 
 __all__ = ["Colorizer", "colorize_files", "find_inputs", "load_image",
            "save_image", "FORMATS"]
@@ -278,41 +278,6 @@ def _read_paths(fn, abstract, x, paths: list[str]) -> set[str]:
   return {path for path, var in zip(paths, leaves) if var in live}
 
 
-def colorize_files(colorizer: Colorizer, inputs: Sequence[str], output: str, *,
-                   file_format: str = "png", jpeg_quality: int = 95,
-                   progress: bool = True) -> dict[str, Any]:
-  """Colorizes every input file or folder into `output`.
-
-  Returns:
-    {'written': [paths], 'failed': {input path: reason}}.
-  """
-  if file_format not in FORMATS:
-    raise ValueError(f"file_format={file_format!r}: one of {', '.join(FORMATS)}.")
-
-  jobs = find_inputs(inputs)
-  output_dir = pathlib.Path(output)
-  written, failed = [], {}
-  bar = tqdm(total=len(jobs), unit="image", disable=not progress)
-  for start in range(0, len(jobs), colorizer.batch_size):
-    batch = []
-    for file, name in jobs[start:start + colorizer.batch_size]:
-      try:
-        batch.append((file, name, load_image(file)))
-      except (OSError, ValueError) as e:
-        failed[str(file)] = str(e)
-        bar.update(1)
-    if not batch:
-      continue
-    results = colorizer.colorize_batch([image for _, _, image in batch])
-    for (file, name, _), rgb in zip(batch, results):
-      target = output_dir / name.with_name(name.name + FORMATS[file_format])
-      save_image(rgb, target, file_format, jpeg_quality)
-      written.append(str(target))
-      bar.update(1)
-  bar.close()
-  return {"written": written, "failed": failed}
-
-
 def main(argv: Sequence[str]) -> None:
   FLAGS = flags.FLAGS
   inputs = list(argv[1:])
@@ -338,10 +303,17 @@ def main(argv: Sequence[str]) -> None:
           output=FLAGS.network_output, render_size=FLAGS.render_size)
     videos = [i for i in inputs if video.is_video(i)]
     stills = [i for i in inputs if not video.is_video(i)]
+    start = time.perf_counter()
     summary = colorize_files(colorizer, stills, FLAGS.output,
                              file_format=FLAGS.format,
                              jpeg_quality=FLAGS.jpeg_quality,
                              progress=bool(stills))
+    seconds = time.perf_counter() - start
+    if summary["written"]:
+      # Decode, resize, network (compilation included), recombine, encode.
+      print(f"{len(summary['written'])} image(s) in {seconds:.1f} s: "
+            f"{len(summary['written']) / seconds:.2f} images/s end to end.",
+            file=sys.stderr)
     for clip in videos:
       target = pathlib.Path(FLAGS.output) / pathlib.Path(clip).name
       try:

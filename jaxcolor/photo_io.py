@@ -13,10 +13,11 @@ input, and L* is the input's exactly (up to RGB gamut clipping).
 """
 
 import pathlib
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from jaxcolor import color
 from jaxcolor.data import sources
@@ -168,3 +169,39 @@ def save_image(rgb: np.ndarray, path: pathlib.Path, file_format: str,
     else:
       image.save(f, format="PNG")
   temporary.replace(path)
+
+
+def colorize_files(colorizer, inputs: Sequence[str], output: str, *,
+                   file_format: str = "png", jpeg_quality: int = 95,
+                   progress: bool = True) -> dict[str, Any]:
+  """Colorizes every input file or folder into `output` with `colorizer`
+  (a `jaxcolor.colorize.Colorizer`), its batch at a time.
+
+  Returns:
+    {'written': [paths], 'failed': {input path: reason}}.
+  """
+  if file_format not in FORMATS:
+    raise ValueError(f"file_format={file_format!r}: one of {', '.join(FORMATS)}.")
+
+  jobs = find_inputs(inputs)
+  output_dir = pathlib.Path(output)
+  written, failed = [], {}
+  bar = tqdm(total=len(jobs), unit="image", disable=not progress)
+  for start in range(0, len(jobs), colorizer.batch_size):
+    batch = []
+    for file, name in jobs[start:start + colorizer.batch_size]:
+      try:
+        batch.append((file, name, load_image(file)))
+      except (OSError, ValueError) as e:
+        failed[str(file)] = str(e)
+        bar.update(1)
+    if not batch:
+      continue
+    results = colorizer.colorize_batch([image for _, _, image in batch])
+    for (file, name, _), rgb in zip(batch, results):
+      target = output_dir / name.with_name(name.name + FORMATS[file_format])
+      save_image(rgb, target, file_format, jpeg_quality)
+      written.append(str(target))
+      bar.update(1)
+  bar.close()
+  return {"written": written, "failed": failed}
