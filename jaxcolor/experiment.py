@@ -23,6 +23,7 @@ import ml_collections
 
 from jaxcolor import checkpointing
 from jaxcolor import configuration
+from jaxcolor import data as data_lib
 from jaxcolor import parallel
 from jaxcolor import systems
 from jaxcolor.errors import ConfigError
@@ -113,7 +114,6 @@ def build(config: ml_collections.ConfigDict, *, data: DataCheck = "train",
                            extra_fields=system.config_fields)
     system.validate()
   if data != "none":
-    from jaxcolor import data as data_lib  # noqa: PLC0415 (grain, TFDS: not for colorize and benchmark)
     system.check_datasets(data_lib.check_datasets(config,
                                                   train=data == "train"))
   mesh = parallel.make_mesh(devices)
