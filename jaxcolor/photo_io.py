@@ -24,9 +24,9 @@ from jaxcolor.data import sources
 from jaxcolor.data import transforms
 
 FORMATS = {"png": ".png", "jpeg": ".jpg"}
-# Pixels per call of the full-resolution colour conversions: one compiled
-# shape for every image size.
+# Pixels per call of the full-resolution colour conversions, at most.
 _CHUNK_PIXELS = 1 << 20
+_MIN_CHUNK = 1 << 14
 
 
 def as_image(image: np.ndarray | Image.Image) -> Image.Image:
@@ -79,11 +79,16 @@ def rendered(image: Image.Image, render_size: int, multiple: int
 
 
 def _in_chunks(fn, pixels: np.ndarray) -> np.ndarray:
-  """`fn` over [N, 3] pixels in fixed-size chunks (one compiled shape)."""
+  """`fn` over [N, 3] pixels in chunks of a power-of-two size between
+  `_MIN_CHUNK` and `_CHUNK_PIXELS`: a handful of compiled shapes for every
+  image size, and a small image (a video frame) pads to at most twice its
+  pixels instead of a whole megapixel."""
+  chunk = min(_CHUNK_PIXELS,
+              max(_MIN_CHUNK, 1 << (len(pixels) - 1).bit_length()))
   out = np.empty(pixels.shape[:1] + (3,), np.float32)
-  for start in range(0, len(pixels), _CHUNK_PIXELS):
-    part = pixels[start:start + _CHUNK_PIXELS]
-    padded = np.zeros((_CHUNK_PIXELS, 3), part.dtype)
+  for start in range(0, len(pixels), chunk):
+    part = pixels[start:start + chunk]
+    padded = np.zeros((chunk, 3), part.dtype)
     padded[:len(part)] = part
     out[start:start + len(part)] = np.asarray(fn(padded))[:len(part)]
   return out
