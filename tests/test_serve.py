@@ -6,6 +6,8 @@ import concurrent.futures
 import http.client
 import io
 import json
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -100,3 +102,23 @@ def test_bad_uploads_are_4xx_and_the_server_keeps_serving(server, body, query,
   assert message in json.loads(data)["error"]
   ok, _, _ = _post(port, _jpeg(SAMPLE / "bsds_test_140006.jpg"))
   assert ok == 200
+
+
+def test_command_line_serves_on_localhost(tmp_path):
+  run = tmp_path / "run"
+  helpers.make_checkpoint(helpers.load_config("configs/default.py"), run,
+                          steps=(6,))
+  process = subprocess.Popen(
+      [sys.executable, "-m", "jaxcolor.serve", f"--workdir={run}", "--port=0"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    line = process.stdout.readline()  # "Serving 'generator_ema' on http://..."
+    assert "on http://127.0.0.1:" in line, (line, process.stderr.read()[-2000:]
+                                             if process.poll() is not None else "")
+    port = int(line.split("127.0.0.1:")[1].split("/")[0])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("GET", "/api/info")
+    assert json.loads(connection.getresponse().read())["step"] == 6
+  finally:
+    process.terminate()
+    process.wait(timeout=30)
