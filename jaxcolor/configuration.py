@@ -22,6 +22,7 @@ __all__ = ["ConfigError", "suggest", "base_config", "validate",
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 GENERATOR_TEST_MODES = ("eval", "train")
+CONV_IMPLS = ("auto", "xla", "cpu")      # models.layers.CONV_IMPLS
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -46,6 +47,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_train_steps = 1000
   c.seed = 0
   c.compute_dtype = "float32"    # Parameters and optimiser state stay float32.
+  # The stride-2 convolutions' form (models/layers.py): 'auto' takes XLA's
+  # own convolutions and nn.remat on GPU and TPU and the custom-gradient
+  # forms tuned for XLA:CPU on the CPU; 'xla' or 'cpu' forces one. Same
+  # function and parameters either way: checkpoints move between them.
+  c.conv_impl = "auto"
   # A step whose loss, gradient norm or new state is non-finite is always
   # discarded (the state never holds a NaN, so no checkpoint does). False:
   # the run then stops, naming the network, the step and the last good
@@ -211,6 +217,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
            "a number between 1 (no jitter) and 4 (Isola et al.: 286 / 256)")
   _require(config.compute_dtype in COMPUTE_DTYPES, "compute_dtype",
            config.compute_dtype, f"one of {', '.join(COMPUTE_DTYPES)}")
+  _require(config.get("conv_impl", "auto") in CONV_IMPLS, "conv_impl",
+           config.get("conv_impl"), f"one of {', '.join(CONV_IMPLS)}")
   _require(isinstance(config.skip_nonfinite_steps, bool),
            "skip_nonfinite_steps", config.skip_nonfinite_steps,
            "True (skip and count non-finite steps) or False (stop the run)")

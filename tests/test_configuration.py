@@ -118,6 +118,16 @@ def test_invalid_values_name_the_key():
   with pytest.raises(configuration.ConfigError,
                      match="preset smok .*did you mean 'smoke'"):
     load_config("configs/default.py", "smok")
+  config = load_config("configs/default.py")
+  config.conv_impl = "cuda"
+  with pytest.raises(configuration.ConfigError,
+                     match="config.conv_impl='cuda' .*auto, xla, cpu"):
+    configuration.validate(config, device_count=1)
+  config = load_config("configs/default.py")
+  config.generator.conv_impl = "xla"  # One setting for all of a run's nets.
+  with pytest.raises(configuration.ConfigError,
+                     match="config.generator.conv_impl: set the top-level"):
+    systems.create(config)
 
 
 def test_config_file_errors_become_one_line():

@@ -102,14 +102,17 @@ class Upsample(_ScaleStep):
   (Odena et al., Distill 2016). It mirrors the 4x4 downsampling and is the
   pix2pix decoder's choice.
 
-  [B, H, W, C] -> [B, 2H, 2W, features].
+  [B, H, W, C] -> [B, 2H, 2W, features]. `conv_impl`: the transposed
+  convolution's form (layers.resolve_conv_impl).
   """
+  conv_impl: str = "auto"
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = layers.ConvTranspose2x(
         self.features, kernel_size=4, padding=1,
         use_bias=layers.uses_bias(self.norm), dtype=self.dtype,
-        param_dtype=self.param_dtype)(x)
+        param_dtype=self.param_dtype, impl=self.conv_impl)(x)
     return _normalize_relu(self, x, train)
 
 
@@ -159,9 +162,12 @@ class DLAGenerator(nn.Module):
       copy in batch norm, and the next convolution's input transposed for its
       weight gradient), so at 256 px, batch 16 the plain training step needs
       28 GB of temporaries on XLA:CPU and the recomputed one 8.6 GB
-      (docs/benchmarks.md).
+      (docs/benchmarks.md). Where `conv_impl` resolves to 'xla' (GPU, TPU)
+      this is `nn.remat`, whose optimisation barriers those backends keep.
     dtype: compute dtype.
     param_dtype: parameter dtype.
+    conv_impl: 'auto', 'xla' or 'cpu' (layers.resolve_conv_impl): the
+      transposed convolutions' form and the recomputation's.
   """
   widths: tuple[int, ...] = (64, 128, 256, 512, 512)
   output_channels: int = 2
@@ -169,6 +175,7 @@ class DLAGenerator(nn.Module):
   remat: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -184,9 +191,11 @@ class DLAGenerator(nn.Module):
     kw = dict(norm=self.norm, dtype=self.dtype, param_dtype=self.param_dtype)
 
     def run(module: nn.Module, *inputs) -> jax.Array:
-      if self.remat:
-        return recompute.recompute_in_backward(module, *inputs, train=train)
-      return module(*inputs, train)
+      if not self.remat:
+        return module(*inputs, train)
+      if layers.resolve_conv_impl(self.conv_impl) == "xla":
+        return nn.remat(lambda m, *xs: m(*xs, train))(module, *inputs)
+      return recompute.recompute_in_backward(module, *inputs, train=train)
 
     nodes: dict[tuple[int, int], jax.Array] = {}
     # The encoder, X[i][0]; after each downsampling, at once, the aggregation
@@ -204,7 +213,8 @@ class DLAGenerator(nn.Module):
       for step in range(1, scale + 1):
         node_scale = scale - step
         up = run(Upsample(self.widths[node_scale],
-                          name=f"up_{node_scale + 1}_{step - 1}", **kw),
+                          name=f"up_{node_scale + 1}_{step - 1}",
+                          conv_impl=self.conv_impl, **kw),
                  nodes[(node_scale + 1, step - 1)])
         fused = [nodes[key] for key in node_inputs(node_scale, step, depth)]
         nodes[(node_scale, step)] = run(

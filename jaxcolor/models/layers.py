@@ -1,6 +1,13 @@
 """Building blocks shared by the networks: initialisers, normalisation, and
-stride-2 convolutions and transposed convolutions that XLA:CPU differentiates
-quickly.
+stride-2 convolutions and transposed convolutions in two implementations.
+
+`conv_impl` picks them (`resolve_conv_impl` is the one place that decides):
+'xla' is XLA's own convolution (`lax.conv_general_dilated`, differentiated by
+JAX), the ordinary and fastest form on GPU and TPU; 'cpu' is the custom-VJP
+forms below, which XLA:CPU differentiates quickly (docs/benchmarks.md);
+'auto' takes 'cpu' on the CPU backend and 'xla' on every other. Both compute
+the same function of the same parameters (tests/models/test_layers.py), so
+a checkpoint trained with one runs with the other.
 """
 
 import functools
@@ -14,6 +21,7 @@ from jax import lax
 Dtype = Any
 NormKind = Literal["batch", "instance", "none"]
 NORM_KINDS = ("batch", "instance", "none")
+CONV_IMPLS = ("auto", "xla", "cpu")
 
 # pix2pix reference `init_weights(init_type='normal', init_gain=0.02)`: conv
 # weights N(0, 0.02), biases 0, batch-norm scale N(1, 0.02) and offset 0.
@@ -22,6 +30,17 @@ conv_init = nn.initializers.normal(stddev=0.02)
 
 def bn_scale_init(key, shape, dtype=jnp.float32):
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def resolve_conv_impl(impl: str) -> str:
+  """'xla' or 'cpu' for a `conv_impl` setting: 'auto' is 'cpu' where JAX's
+  default backend is the CPU, else 'xla'."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"conv_impl={impl!r}; expected one of "
+                     f"{', '.join(CONV_IMPLS)}.")
+  if impl == "auto":
+    return "cpu" if jax.default_backend() == "cpu" else "xla"
+  return impl
 
 
 def check_norm(norm: str) -> None:
@@ -323,6 +342,7 @@ class _Stride2Conv(nn.Module):
   kernel_init: Any = conv_init
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  impl: str = "auto"
 
 
 class Conv2x(_Stride2Conv):
@@ -332,13 +352,15 @@ class Conv2x(_Stride2Conv):
   padding=padding)` (PyTorch's `Conv2d(in, out, k, stride=2, padding)`), with
   the passes computed in XLA:CPU's fast forms (`conv_2x`). Forward values are
   those of `nn.Conv`, except for outputs of at most 8 x 8, which take the
-  patch product (the same sums in another order, within 1e-5).
+  patch product (the same sums in another order, within 1e-5). With
+  `impl='xla'` (see `resolve_conv_impl`) it is XLA's strided convolution.
 
   Attributes:
     features: output channels.
     kernel_size: square kernel side (4 in pix2pix and DCGAN).
     padding: zero padding on every side (1 in pix2pix); the input must be
       exactly halved: kernel_size - 2 * padding == 2, even height and width.
+  impl: 'auto', 'xla' or 'cpu' (module docstring).
   """
 
   @nn.compact
@@ -350,6 +372,9 @@ class Conv2x(_Stride2Conv):
           f"Conv2x halves even sizes exactly: it needs kernel_size - 2*padding "
           f"== 2 and an even input; got kernel_size={k}, padding={p}, input "
           f"{height}x{width}.")
+    if resolve_conv_impl(self.impl) == "xla":
+      return _kernel_bias_apply(self, x, lambda x, w: lax.conv_general_dilated(
+          x, w, (2, 2), ((p, p), (p, p)), dimension_numbers=_DIMENSIONS))
     return _kernel_bias_apply(self, x, lambda x, w: conv_2x(x, w, p))
 
 
@@ -363,7 +388,9 @@ class ConvTranspose2x(_Stride2Conv):
   one per output phase (row parity x column parity), interleaved; its
   gradients are those of the adjoint strided convolution (`conv_transpose_2x`).
   XLA:CPU takes the weight gradient of `lax.conv_transpose` (an lhs-dilated
-  convolution) far slower than its forward (docs/benchmarks.md).
+  convolution) far slower than its forward (docs/benchmarks.md). With
+  `impl='xla'` it is that lhs-dilated convolution, which GPUs and TPUs run
+  natively.
 
   Attributes:
     features: output channels.
@@ -371,6 +398,7 @@ class ConvTranspose2x(_Stride2Conv):
     padding: PyTorch's `padding` (1 in pix2pix).
     output_padding: PyTorch's `output_padding`; the output must be exactly
       twice the input, i.e. kernel_size - 2 * padding + output_padding == 2.
+    impl: 'auto', 'xla' or 'cpu' (module docstring).
   """
   output_padding: int = 0
 
@@ -382,8 +410,26 @@ class ConvTranspose2x(_Stride2Conv):
           f"ConvTranspose2x needs kernel_size - 2*padding + output_padding == 2 "
           f"to double the size; got kernel_size={k}, padding={p}, "
           f"output_padding={self.output_padding}.")
+    if resolve_conv_impl(self.impl) == "xla":
+      return _kernel_bias_apply(self, x, lambda x, w: _dilated_transpose(
+          x, w, p, self.output_padding))
     return _kernel_bias_apply(
         self, x, lambda x, w: conv_transpose_2x(x, w, p, self.output_padding))
+
+
+def _dilated_transpose(x: jax.Array, kernel: jax.Array, padding: int,
+                       output_padding: int) -> jax.Array:
+  """PyTorch's stride-2 transposed convolution as XLA's lhs-dilated one.
+
+  Input i with tap t lands on output o = 2i - p + t; on the input dilated by
+  2 and padded by k - 1 - p, a correlation with the kernel flipped in space
+  reads the same products (tap t is flipped tap k - 1 - t).
+  """
+  k = kernel.shape[0]
+  low, high = k - 1 - padding, k - 1 - padding + output_padding
+  return lax.conv_general_dilated(
+      x, jnp.flip(kernel, (0, 1)), (1, 1), ((low, high), (low, high)),
+      lhs_dilation=(2, 2), dimension_numbers=_DIMENSIONS)
 
 
 def _kernel_bias_apply(module: nn.Module, x: jax.Array, convolve) -> jax.Array:

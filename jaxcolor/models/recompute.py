@@ -15,7 +15,9 @@ incoming cotangent (`x + 0 * g[0]`, which XLA does not fold for floats) before
 running the module's forward and VJP again. The recomputation then cannot
 start before the gradient of its output exists, on any backend, so at most
 one module's intermediates are alive at a time. The cost is one more forward
-pass of the module per gradient.
+pass of the module per gradient. It is the CPU's form: where
+`config.conv_impl` resolves to 'xla' (GPU, TPU; models/layers.py) the DLA
+generator uses `nn.remat` instead.
 """
 
 from typing import Any

@@ -50,15 +50,26 @@ class TrainState(train_state.TrainState):
 
 
 def build_network(net_config: ml_collections.ConfigDict, compute_dtype: str,
-                  key: str) -> nn.Module:
-  """The registered network `net_config.name` with the other fields as kwargs."""
+                  key: str, conv_impl: str = "auto") -> nn.Module:
+  """The registered network `net_config.name` with the other fields as kwargs.
+
+  `conv_impl` (config.conv_impl) goes to every network that has the field
+  (those with stride-2 layers, models/layers.py); `net_config` may not set it
+  itself, so one setting holds for all of a run's networks.
+  """
   kwargs = dict(net_config)
   name = kwargs.pop("name", None)
   if name is None:
     raise ConfigError(
         f"config.{key}.name is missing; registered networks: "
         f"{', '.join(models.names())}.")
+  if "conv_impl" in kwargs:
+    raise ConfigError(f"config.{key}.conv_impl: set the top-level "
+                      f"config.conv_impl, which every network follows.")
   try:
+    if "conv_impl" in getattr(models.get_class(name), "__dataclass_fields__",
+                              {}):
+      kwargs["conv_impl"] = conv_impl
     return models.build(name, dtype=jnp.dtype(compute_dtype), **kwargs)
   except ValueError as e:
     raise ConfigError(f"config.{key}: {e}") from None
@@ -107,6 +118,12 @@ class System(abc.ABC):
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     self.compute_dtype = config.compute_dtype
+
+  def build_network(self, key: str) -> nn.Module:
+    """The network of `config[key]`, in this run's compute dtype and
+    convolution form (`build_network`)."""
+    return build_network(self.config[key], self.compute_dtype, key,
+                         self.config.get("conv_impl", "auto"))
 
   @abc.abstractmethod
   def validate(self) -> None:

@@ -46,8 +46,7 @@ class Classifier(base.System):
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
-    self.network = base.build_network(config.classifier, self.compute_dtype,
-                                      "classifier")
+    self.network = self.build_network("classifier")
     self.input_channels = config.classifier.get("input_channels", 3)
     self.num_classes = config.classifier.get("num_classes", 1000)
     self.tx, self.schedule = optimizers.create(config.optimizer,

@@ -75,8 +75,7 @@ class Iizuka(base.System):
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
-    self.colorizer = base.build_network(config.colorizer, self.compute_dtype,
-                                        "colorizer")
+    self.colorizer = self.build_network("colorizer")
     self.num_classes = self.colorizer.num_classes
     self.classification_weight = config.loss.get("classification_weight")
     self.tx, self.schedule = optimizers.create(config.optimizer,

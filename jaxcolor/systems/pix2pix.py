@@ -45,10 +45,8 @@ class Pix2Pix(base.System):
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
-    self.generator = base.build_network(config.generator, self.compute_dtype,
-                                        "generator")
-    self.discriminator = base.build_network(
-        config.discriminator, self.compute_dtype, "discriminator")
+    self.generator = self.build_network("generator")
+    self.discriminator = self.build_network("discriminator")
     self.gan_mode = config.loss.gan_mode
     self.l1_weight = config.loss.l1_weight
     self.gan_weight = config.loss.get("gan_weight", 1.0)

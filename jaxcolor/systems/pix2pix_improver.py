@@ -57,8 +57,7 @@ class Pix2PixImprover(Pix2Pix):
           "config.improver is missing: the pix2pix_improver system needs "
           "config.improver = {'name': 'improver', 'patch_size': ..., "
           "'hidden_widths': ...}.")
-    self.improver = base.build_network(config.improver, self.compute_dtype,
-                                       "improver")
+    self.improver = self.build_network("improver")
     self.discriminator_fake = config.loss.get("discriminator_fake",
                                               "generator")
 

@@ -245,3 +245,36 @@ def test_unknown_normalization_raises():
   with pytest.raises(ValueError, match="layer"):
     layers.Normalization("layer").init(jax.random.key(0), jnp.zeros((1, 2, 2, 1)),
                                        train=False)
+
+
+# -- conv_impl: XLA's own forms against the XLA:CPU ones ------------------------
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (layers.Conv2x, {}), (layers.ConvTranspose2x, {}),
+    (layers.ConvTranspose2x, {"kernel_size": 3, "output_padding": 1})])
+def test_both_conv_impls_compute_the_same_function_and_gradients(cls, kwargs):
+  x = jax.random.normal(jax.random.key(0), (2, 12, 10, 3))
+  modules = {impl: cls(5, impl=impl, **kwargs) for impl in ("cpu", "xla")}
+  variables = modules["cpu"].init(jax.random.key(1), x)
+  assert (jax.tree.structure(modules["xla"].init(jax.random.key(1), x))
+          == jax.tree.structure(variables))
+
+  def loss(variables, x, impl):
+    return jnp.sum(jnp.sin(modules[impl].apply(variables, x)))
+
+  outputs = {i: modules[i].apply(variables, x) for i in modules}
+  grads = {i: jax.grad(loss, argnums=(0, 1))(variables, x, i) for i in modules}
+  np.testing.assert_allclose(outputs["xla"], outputs["cpu"], atol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads["xla"]), jax.tree.leaves(grads["cpu"])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_resolve_conv_impl():
+  assert layers.resolve_conv_impl("auto") == (
+      "cpu" if jax.default_backend() == "cpu" else "xla")
+  assert layers.resolve_conv_impl("xla") == "xla"
+  assert layers.resolve_conv_impl("cpu") == "cpu"
+  with pytest.raises(ValueError, match="conv_impl='gpu'"):
+    layers.resolve_conv_impl("gpu")
+  from jaxcolor import configuration
+  assert configuration.CONV_IMPLS == layers.CONV_IMPLS

@@ -429,3 +429,30 @@ def test_discriminator_matches_torch_reference(norm):
   assert y.shape == expected.shape == (2, 6, 6, 1)
   assert np.std(expected) > 0.1
   np.testing.assert_allclose(y, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,kwargs,channels", [
+    ("unet", {"num_downsamplings": 4, "ngf": 4, "dropout_rate": 0.0}, 1),
+    ("patchgan", {"ndf": 4}, 3),
+    ("dla", {"widths": (4, 8, 8), "remat": True}, 1)])
+def test_conv_impls_agree_in_a_training_step(name, kwargs, channels):
+  """The 'xla' and 'cpu' forms of a whole network: same parameters, outputs,
+  gradients and updated batch statistics in training mode (DLA: with the
+  recomputation, `nn.remat` under 'xla')."""
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, channels))
+  nets = {i: models.build(name, conv_impl=i, **kwargs) for i in ("cpu", "xla")}
+  variables = nets["cpu"].init(jax.random.key(1), x, train=False)
+
+  def loss(params, impl):
+    y, updated = nets[impl].apply({**variables, "params": params}, x,
+                                  train=True, mutable=["batch_stats"])
+    return jnp.sum(jnp.sin(y)), (y, updated["batch_stats"])
+
+  results = {i: jax.value_and_grad(loss, has_aux=True)(variables["params"], i)
+             for i in nets}
+  (_, (y_cpu, stats_cpu)), grad_cpu = results["cpu"]
+  (_, (y_xla, stats_xla)), grad_xla = results["xla"]
+  np.testing.assert_allclose(y_xla, y_cpu, atol=1e-5)
+  for a, b in zip(jax.tree.leaves((grad_xla, stats_xla)),
+                  jax.tree.leaves((grad_cpu, stats_cpu))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
