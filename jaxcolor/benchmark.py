@@ -4,6 +4,7 @@ r"""Times the real training step, and optionally the host input pipeline.
       --config.image_size=128 --config.generator.num_downsamplings=7
   python -m jaxcolor.benchmark --config configs/pix2pix.py \
       --config.compute_dtype=bfloat16 --input_pipeline
+  python -m jaxcolor.benchmark --config configs/cpu_budget.py --colorize=PHOTOS
 
 The step is the one training runs (`train_step.jit_train_step`: the system's
 `train_step`, jitted over the device mesh with the state donated), fed a
@@ -18,6 +19,14 @@ FLOPs come from XLA's cost analysis of the compiled step (per device, times
 the device count); `mfu` divides the achieved rate by the devices' peak dense
 rate for the compute dtype, when the device is in `PEAK_FLOPS`.
 
+`--colorize=FOLDER` times inference instead: the network alone at
+`config.image_size` and `--colorize_batch` (images/s), then the colorize
+path on every photo of FOLDER, stage by stage (decode, resize to the
+network's input, network, a*b* upsampling, recombination with the full
+resolution L*, PNG encoding: host seconds per image) and end to end as
+`python -m jaxcolor.colorize` runs it (pipelined over threads: images/s).
+The networks have fresh weights: speed does not depend on their values.
+
 `--input_pipeline` also times the host pipeline training reads
 (decode + resize + random crop + flip + batching, `jaxcolor.data`) on
 `config.dataset` and reports images per CPU-second (all threads counted), so
@@ -30,10 +39,12 @@ goes to the log. Multi-host: set JAXCOLOR_DISTRIBUTED=1 as for training
 
 import json
 import os
+import pathlib
 import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -47,21 +58,30 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from jaxcolor import colorize  # noqa: E402
 from jaxcolor import distributed  # noqa: E402
 from jaxcolor import data  # noqa: E402
 from jaxcolor import experiment  # noqa: E402
 from jaxcolor import parallel  # noqa: E402
+from jaxcolor import photo_io  # noqa: E402
 from jaxcolor import train_step  # noqa: E402
+from jaxcolor.models import layers  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with a preset: configs/pix2pix.py.",
     lock_config=True)
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (the median is reported).")
+_STEPS = flags.DEFINE_integer(
+    "steps", 20, "Timed steps (the median is reported); 0: compile only.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.")
 _INPUT_PIPELINE = flags.DEFINE_bool(
     "input_pipeline", False, "Also time the host input pipeline on config.dataset.")
 _INPUT_BATCHES = flags.DEFINE_integer(
     "input_batches", 20, "Batches read when timing the input pipeline.")
+_COLORIZE = flags.DEFINE_string(
+    "colorize", None, "A folder of photos: time inference (the network, and "
+    "the colorize path stage by stage and end to end) instead of training.")
+_COLORIZE_BATCH = flags.DEFINE_integer(
+    "colorize_batch", 16, "Batch of the network in --colorize.")
 _SKIP_STEP = flags.DEFINE_bool(
     "skip_step", False, "Time only the input pipeline (with --input_pipeline).")
 
@@ -154,6 +174,13 @@ def time_train_step(config: ml_collections.ConfigDict, *, steps: int,
   compiled = step.lower(state, batches[0], step_rng).compile()
   compile_s = time.perf_counter() - start
   cost = _cost(compiled)
+  device = jax.devices()[0]
+  flops = cost.get("flops")
+  # The compiled program is one device's part of the SPMD computation.
+  flops_per_step = flops * jax.device_count() if flops else None
+  if steps == 0:  # --steps=0: compile only (compile_s, FLOPs, memory).
+    return {"phase": phase, "compile_s": compile_s, "init_s": init_s,
+            "flops_per_step": flops_per_step, "timed_steps": 0, **_memory()}
 
   for i in range(warmup):
     state, metrics = compiled(state, batches[i % 2], step_rng)
@@ -174,10 +201,6 @@ def time_train_step(config: ml_collections.ConfigDict, *, steps: int,
   finite = all(np.isfinite(v) for v in jax.device_get(metrics).values())
 
   step_time = statistics.median(times)
-  device = jax.devices()[0]
-  flops = cost.get("flops")
-  # The compiled program is one device's part of the SPMD computation.
-  flops_per_step = flops * jax.device_count() if flops else None
   achieved = flops_per_step / step_time if flops_per_step else None
   peak = peak_flops(device.device_kind, config.compute_dtype)
   return {
@@ -226,8 +249,88 @@ def time_input_pipeline(config: ml_collections.ConfigDict, *,
           "input_dataset": config.dataset}
 
 
+def time_colorize(config: ml_collections.ConfigDict, folder: str, *,
+                  batch_size: int, steps: int) -> dict[str, Any]:
+  """Inference throughput: the network alone, then the colorize path on
+  `folder` stage by stage and end to end (module docstring)."""
+  built = experiment.build(config, data="none", devices=jax.local_devices()[:1])
+  state = jax.device_get(built.init_state())
+  colorizer = colorize.Colorizer(built.system, state,
+                                 image_size=config.image_size,
+                                 batch_size=batch_size)
+  size = config.image_size
+  batch = np.random.default_rng(0).integers(
+      0, 256, (batch_size, size, size, 3), np.uint8)
+  start = time.perf_counter()
+  colorizer.network_ab(batch)
+  compile_s = time.perf_counter() - start
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    colorizer.network_ab(batch)
+    times.append(time.perf_counter() - start)
+  network_s = statistics.median(times)
+
+  files = [file for file, _ in photo_io.find_inputs([folder])]
+  if not files:
+    raise ValueError(f"--colorize={folder}: no image files there.")
+  stages = dict.fromkeys(("decode", "resize", "network", "upsample",
+                          "recombine", "encode"), 0.0)
+  with tempfile.TemporaryDirectory() as out:
+    # Warm-up: the network's and the colour conversions' compilations.
+    photo_io.colorize_files(colorizer, files[:batch_size], out, progress=False)
+    for first in range(0, len(files), batch_size):
+      images = []
+      for file in files[first:first + batch_size]:
+        start = time.perf_counter()
+        try:
+          images.append(photo_io.load_image(file))
+        except (OSError, ValueError):
+          pass  # Not counted; colorize_files names it below.
+        stages["decode"] += time.perf_counter() - start
+      start = time.perf_counter()
+      inputs = np.zeros((batch_size, size, size, 3), np.uint8)
+      for i, image in enumerate(images):
+        inputs[i] = photo_io.squeezed(image, size)
+      stages["resize"] += time.perf_counter() - start
+      start = time.perf_counter()
+      abs_ = colorizer.network_ab(inputs)
+      stages["network"] += time.perf_counter() - start
+      for i, image in enumerate(images):
+        start = time.perf_counter()
+        ab = photo_io.upsample_ab(abs_[i], *image.size)
+        stages["upsample"] += time.perf_counter() - start
+        start = time.perf_counter()
+        rgb = photo_io.join_lightness(image, ab)
+        stages["recombine"] += time.perf_counter() - start
+        start = time.perf_counter()
+        photo_io.save_image(rgb, pathlib.Path(out) / f"{i}.png", "png", 95)
+        stages["encode"] += time.perf_counter() - start
+    start = time.perf_counter()
+    summary = photo_io.colorize_files(colorizer, files, out, progress=False)
+    end_to_end_s = time.perf_counter() - start
+  count = len(summary["written"])
+  serial_s = sum(stages.values())
+  return {
+      "colorize_folder": folder,
+      "colorize_images": count,
+      "colorize_batch": batch_size,
+      "network_compile_s": compile_s,
+      "network_batch_s": network_s,
+      "network_images_per_s": batch_size / network_s,
+      "stage_s_per_image": {k: v / count for k, v in stages.items()},
+      "serial_images_per_s": count / serial_s,
+      "end_to_end_s": end_to_end_s,
+      "end_to_end_images_per_s": count / end_to_end_s,
+      # Target: the path within 2 x the network's own time per image.
+      "end_to_end_over_network": (end_to_end_s / count) / (network_s / batch_size),
+      "colorize_threads": max(1, min(8, os.cpu_count() or 1)),
+  }
+
+
 def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
-        input_pipeline: bool, input_batches: int, skip_step: bool = False
+        input_pipeline: bool, input_batches: int, skip_step: bool = False,
+        colorize_folder: str | None = None, colorize_batch: int = 16
         ) -> dict[str, Any]:
   """Every measurement, with the facts needed to read it."""
   device = jax.devices()[0]
@@ -236,6 +339,7 @@ def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
       "image_size": config.image_size,
       "global_batch_size": config.batch_size,
       "compute_dtype": config.compute_dtype,
+      "conv_impl": layers.resolve_conv_impl(config.get("conv_impl", "auto")),
       "device_kind": device.device_kind,
       "platform": device.platform,
       "device_count": jax.device_count(),
@@ -248,7 +352,10 @@ def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
   }
   if hasattr(os, "getloadavg"):
     result["load_average_before"] = round(os.getloadavg()[0], 2)
-  if not skip_step:
+  if colorize_folder is not None:
+    result.update(time_colorize(config, colorize_folder,
+                                batch_size=colorize_batch, steps=steps))
+  elif not skip_step:
     result.update(time_train_step(config, steps=steps, warmup=warmup))
   if input_pipeline:
     try:
@@ -271,7 +378,9 @@ def main(argv):
   config = _CONFIG.value
   result = run(config, steps=_STEPS.value, warmup=_WARMUP.value,
                input_pipeline=_INPUT_PIPELINE.value,
-               input_batches=_INPUT_BATCHES.value, skip_step=_SKIP_STEP.value)
+               input_batches=_INPUT_BATCHES.value, skip_step=_SKIP_STEP.value,
+               colorize_folder=_COLORIZE.value,
+               colorize_batch=_COLORIZE_BATCH.value)
   for key, value in result.items():
     logging.info("%s: %s", key, value)
   print(json.dumps(result), flush=True)

@@ -28,6 +28,13 @@ discriminator): exactly what `python -m jaxcolor.export` writes into an
 artifact (jaxcolor/artifact.py). Files are decoded as for training: grayscale,
 RGB, RGBA and LA (over white), palette, CMYK and 16-bit images, with their
 EXIF orientation applied. Runs on CPU when JAX sees no accelerator.
+
+Throughput: each batch is split over every local accelerator
+(`default_devices`), and host threads decode the next batch and recombine
+and encode the last while the devices work (`photo_io.colorize_files`); the
+command prints images/s and each stage's host seconds at the end.
+`python -m jaxcolor.benchmark --colorize=FOLDER` times the path stage by
+stage (docs/benchmarks.md).
 """
 
 import copy
@@ -59,26 +66,37 @@ __all__ = ["Colorizer", "colorize_files", "find_inputs", "load_image",
            "save_image", "FORMATS"]
 
 
+def default_devices() -> list[jax.Device]:
+  """The devices a colorizer splits its batch over by default: every local
+  accelerator; on the CPU one device (simulated CPU devices share the host's
+  cores, so splitting there only adds work)."""
+  devices = jax.local_devices()
+  return devices if devices[0].platform != "cpu" else devices[:1]
+
+
 class Colorizer:
   """A trained system that colorizes whole images (see module docstring)."""
 
   def __init__(self, system: systems.System, state: Any, *, image_size: int,
                step: int | None = None, batch_size: int = 8,
-               output: str | None = None, render_size: int | None = None):
+               output: str | None = None, render_size: int | None = None,
+               devices: Sequence[jax.Device] | None = None):
     """`state`: the system's state (a checkpoint's). `output`: which of the
     system's outputs colours the photos (e.g. 'generator' for the raw
     weights of a run that keeps an EMA); None: its final output, the first
     that `System.colorize` returns. `render_size`: the shorter side the
-    network sees (None: the training size's square)."""
+    network sees (None: the training size's square). `devices`: the devices
+    a batch is split over (None: `default_devices()`); the batch size is
+    rounded up to a multiple of their number."""
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), state)
     self._setup(system, abstract, image_size, step, batch_size, output,
-                render_size)
+                render_size, devices)
     flat = dict(zip(self._paths, jax.tree.leaves(state)))
-    self.arrays = {path: flat[path] for path in self.needed}
+    self.arrays = self._place({path: flat[path] for path in self.needed})
 
   def _setup(self, system, abstract, image_size, step, batch_size, output,
-             render_size):
+             render_size, devices=None):
     if not getattr(system, "colorizes", True):
       raise ValueError(f"System {type(system).__name__} does not colorize.")
     self.system, self.image_size, self.step = system, image_size, step
@@ -110,7 +128,21 @@ class Colorizer:
 
     # Arrays that the output does not read are zeros inside the program,
     # which XLA drops with the computations that would have used them.
-    self._predict_ab = jax.jit(predict_ab)
+    self.network_fn = predict_ab
+    self.devices = list(devices) if devices else default_devices()
+    if len(self.devices) > 1:
+      # Data parallel: the batch split over the devices, the arrays on each.
+      mesh = jax.sharding.Mesh(np.array(self.devices), ("batch",))
+      split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+          "batch"))
+      whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+      self._predict_ab = jax.jit(predict_ab, in_shardings=(whole, split),
+                                 out_shardings=split)
+      self._array_placement = whole
+      self.batch_size = -(-batch_size // len(self.devices)) * len(self.devices)
+    else:
+      self._predict_ab = jax.jit(predict_ab)
+      self._array_placement = self.devices[0]
     self.multiple = self._size_multiple() if render_size else 1
     if render_size is not None and render_size < self.multiple:
       raise ValueError(
@@ -125,7 +157,7 @@ class Colorizer:
       m = 2 ** k
       shape = (1, 3 * m, 5 * m, 3)
       try:
-        out = jax.eval_shape(self._predict_ab, self._abstract_arrays(),
+        out = jax.eval_shape(self.network_fn, self._abstract_arrays(),
                              jax.ShapeDtypeStruct(shape, jnp.uint8))
       except (ValueError, TypeError):
         continue
@@ -134,6 +166,10 @@ class Colorizer:
     raise ValueError("This network takes no image size the render size can "
                      "pad to (tried multiples of 1 to 512).")
 
+  def _place(self, arrays: dict) -> dict:
+    """The arrays on this colorizer's devices (a copy on each)."""
+    return jax.device_put(arrays, self._array_placement)
+
   def _abstract_arrays(self) -> dict:
     return {p: a for p, a in zip(self._paths, self._abstract)
             if p in self.needed}
@@ -141,7 +177,9 @@ class Colorizer:
   @classmethod
   def from_workdir(cls, workdir: str | os.PathLike, checkpoint: int | None = None,
                    *, batch_size: int = 8, output: str | None = None,
-                   render_size: int | None = None) -> "Colorizer":
+                   render_size: int | None = None,
+                   devices: Sequence[jax.Device] | None = None
+                   ) -> "Colorizer":
     """The run in `workdir` at step `checkpoint` (None: the newest)."""
     run_dir = rundir.RunDir(workdir)
     config = run_dir.read_config()
@@ -166,14 +204,16 @@ class Colorizer:
       checkpointer.close()
     colorizer = cls(built.system, state, image_size=config.image_size,
                     step=step, batch_size=batch_size, output=output,
-                    render_size=render_size)
+                    render_size=render_size, devices=devices)
     colorizer.config = config
     return colorizer
 
   @classmethod
   def from_pretrained(cls, source: str | os.PathLike, *, batch_size: int = 8,
                       render_size: int | None = None,
-                      sha256: str | None = None) -> "Colorizer":
+                      sha256: str | None = None,
+                      devices: Sequence[jax.Device] | None = None
+                      ) -> "Colorizer":
     """A model artifact (`python -m jaxcolor.export`): a directory, an
     archive, or a file:// or https:// URL (see jaxcolor/artifact.py)."""
     meta, arrays = artifact.read(artifact.fetch(source, sha256=sha256))
@@ -182,15 +222,15 @@ class Colorizer:
                              devices=jax.local_devices()[:1])
     colorizer = cls.__new__(cls)
     colorizer._setup(built.system, built.abstract_state, meta["image_size"],
-                     meta.get("step"), batch_size, meta["output"], render_size)
+                     meta.get("step"), batch_size, meta["output"], render_size,
+                     devices)
     missing = [p for p in colorizer.needed if p not in arrays]
     if missing:
       raise artifact.ArtifactError(
           f"{source}: the artifact lacks {len(missing)} array(s) its "
           f"output {meta['output']!r} reads, first {missing[0]}.")
-    device = jax.local_devices()[0]
-    colorizer.arrays = {p: jax.device_put(arrays[p], device)
-                        for p in colorizer.needed}
+    colorizer.arrays = colorizer._place({p: arrays[p]
+                                         for p in colorizer.needed})
     colorizer.config, colorizer.meta = config, meta
     return colorizer
 
@@ -203,7 +243,7 @@ class Colorizer:
     other = copy.copy(self)
     other._setup(self.system, jax.tree.unflatten(self._treedef, self._abstract),
                  self.image_size, self.step, self.batch_size, self.output,
-                 render_size)
+                 render_size, self.devices)
     return other
 
   def colorize(self, image: np.ndarray | Image.Image) -> np.ndarray:
@@ -220,6 +260,11 @@ class Colorizer:
     prepared = [photo_io.as_image(image) for image in images]
     return [photo_io.recombine(image, ab)
             for image, ab in zip(prepared, self.predict_ab(prepared))]
+
+  def network_ab(self, batch: np.ndarray) -> np.ndarray:
+    """The network alone: uint8 RGB [B, h, w, 3] (only its L* is read) at the
+    network's input size -> a*b* [B, h, w, 2] float32, on the host."""
+    return np.asarray(self._predict_ab(self.arrays, batch))
 
   def predict_ab(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
     """The network's a*b* of each Pillow image (`photo_io.as_image`), at the
@@ -247,7 +292,7 @@ class Colorizer:
       padded = np.zeros((self.batch_size,) + shape, np.uint8)
       for i in range(start, end):
         padded[i - start] = inputs[i][0]
-      out = np.asarray(self._predict_ab(self.arrays, padded))
+      out = self.network_ab(padded)
       for i in range(start, end):
         height, width = inputs[i][1]
         ab[i] = out[i - start, :height, :width]
@@ -310,10 +355,13 @@ def main(argv: Sequence[str]) -> None:
                              progress=bool(stills))
     seconds = time.perf_counter() - start
     if summary["written"]:
-      # Decode, resize, network (compilation included), recombine, encode.
+      # Decode, resize, network (compilation included), recombine, encode;
+      # the stages overlap, so their host seconds may add up to more.
+      busy = ", ".join(f"{stage} {t:.1f}"
+                       for stage, t in summary["seconds"].items())
       print(f"{len(summary['written'])} image(s) in {seconds:.1f} s: "
-            f"{len(summary['written']) / seconds:.2f} images/s end to end.",
-            file=sys.stderr)
+            f"{len(summary['written']) / seconds:.2f} images/s end to end "
+            f"(host seconds per stage: {busy}).", file=sys.stderr)
     for clip in videos:
       target = pathlib.Path(FLAGS.output) / pathlib.Path(clip).name
       try:
@@ -336,7 +384,8 @@ def main(argv: Sequence[str]) -> None:
     print(f"Skipped {file}: {reason}", file=sys.stderr)
   print(f"Colorized {len(summary['written'])} file(s) into {FLAGS.output} "
         f"with output {colorizer.output!r} of step {colorizer.step} on "
-        f"{jax.devices()[0].platform.upper()}.")
+        f"{len(colorizer.devices)} {colorizer.devices[0].platform.upper()} "
+        f"device(s).")
   if summary["failed"]:
     sys.exit(1)
 

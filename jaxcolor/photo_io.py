@@ -12,7 +12,12 @@ full-resolution L* (`recombine`). Chrominance carries little fine detail
 input, and L* is the input's exactly (up to RGB gamut clipping).
 """
 
+import collections
+import concurrent.futures
+import os
 import pathlib
+import threading
+import time
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -105,10 +110,15 @@ def upsample_ab(ab: np.ndarray, width: int, height: int) -> np.ndarray:
 def recombine(image: Image.Image, ab: np.ndarray) -> np.ndarray:
   """The image's full-resolution L* with the upsampled a*b* -> uint8 RGB."""
   width, height = image.size
+  return join_lightness(image, upsample_ab(ab, width, height))
+
+
+def join_lightness(image: Image.Image, ab: np.ndarray) -> np.ndarray:
+  """The image's L* with a*b* of its own size [H, W, 2] -> uint8 RGB."""
+  width, height = image.size
   rgb = np.asarray(image.convert("RGB")).reshape(-1, 3)
   lightness = _in_chunks(color.rgb_to_lab, rgb)[:, :1]
-  lab = np.concatenate([lightness,
-                        upsample_ab(ab, width, height).reshape(-1, 2)], axis=-1)
+  lab = np.concatenate([lightness, ab.reshape(-1, 2)], axis=-1)
   out = _in_chunks(color.lab_to_rgb, lab)
   return np.round(out * 255.0).astype(np.uint8).reshape(height, width, 3)
 
@@ -178,12 +188,21 @@ def save_image(rgb: np.ndarray, path: pathlib.Path, file_format: str,
 
 def colorize_files(colorizer, inputs: Sequence[str], output: str, *,
                    file_format: str = "png", jpeg_quality: int = 95,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, threads: int | None = None
+                   ) -> dict[str, Any]:
   """Colorizes every input file or folder into `output` with `colorizer`
   (a `jaxcolor.colorize.Colorizer`), its batch at a time.
 
+  A pipeline: `threads` host threads (default: the machine's cores, at most
+  8) decode the next batch while the network runs on this one, and
+  recombine and encode the previous batch's photos; at most two batches of
+  photos wait to be written, so memory stays bounded on any number of files.
+
   Returns:
-    {'written': [paths], 'failed': {input path: reason}}.
+    {'written': [paths], 'failed': {input path: reason}, 'seconds': {stage:
+     host seconds summed over threads}} with the stages 'decode',
+     'network' (resize, the device's work and the copy back) and 'write'
+     (a*b* upsampling, recombination and encoding).
   """
   if file_format not in FORMATS:
     raise ValueError(f"file_format={file_format!r}: one of {', '.join(FORMATS)}.")
@@ -191,22 +210,60 @@ def colorize_files(colorizer, inputs: Sequence[str], output: str, *,
   jobs = find_inputs(inputs)
   output_dir = pathlib.Path(output)
   written, failed = [], {}
+  seconds = {"decode": 0.0, "network": 0.0, "write": 0.0}
+  lock = threading.Lock()
   bar = tqdm(total=len(jobs), unit="image", disable=not progress)
-  for start in range(0, len(jobs), colorizer.batch_size):
-    batch = []
-    for file, name in jobs[start:start + colorizer.batch_size]:
-      try:
-        batch.append((file, name, load_image(file)))
-      except (OSError, ValueError) as e:
-        failed[str(file)] = str(e)
-        bar.update(1)
-    if not batch:
-      continue
-    results = colorizer.colorize_batch([image for _, _, image in batch])
-    for (file, name, _), rgb in zip(batch, results):
-      target = output_dir / name.with_name(name.name + FORMATS[file_format])
-      save_image(rgb, target, file_format, jpeg_quality)
+
+  def timed(stage, fn, *args):
+    start = time.perf_counter()
+    try:
+      return fn(*args)
+    finally:
+      with lock:
+        seconds[stage] += time.perf_counter() - start
+
+  def write(image, ab, target):
+    save_image(recombine(image, ab), target, file_format, jpeg_quality)
+
+  def finish(writes):
+    for target, future in writes:
+      future.result()  # A failed write (disk full) stops the run.
       written.append(str(target))
       bar.update(1)
+
+  batches = [jobs[i:i + colorizer.batch_size]
+             for i in range(0, len(jobs), colorizer.batch_size)]
+  workers = threads or max(1, min(8, os.cpu_count() or 1))
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    def decode(batch):
+      return [(file, name, pool.submit(timed, "decode", load_image, file))
+              for file, name in batch]
+
+    pending_writes: collections.deque = collections.deque()
+    decoding = decode(batches[0]) if batches else []
+    for index in range(len(batches)):
+      current = decoding
+      decoding = decode(batches[index + 1]) if index + 1 < len(batches) else []
+      batch = []
+      for file, name, future in current:
+        try:
+          batch.append((file, name, future.result()))
+        except (OSError, ValueError) as e:
+          failed[str(file)] = str(e)
+          bar.update(1)
+      if not batch:
+        continue
+      abs_ = timed("network", colorizer.predict_ab,
+                   [image for _, _, image in batch])
+      writes = []
+      for (file, name, image), ab in zip(batch, abs_):
+        target = output_dir / name.with_name(name.name + FORMATS[file_format])
+        writes.append((target, pool.submit(timed, "write", write, image, ab,
+                                           target)))
+      pending_writes.append(writes)
+      while len(pending_writes) > 2:
+        finish(pending_writes.popleft())
+    while pending_writes:
+      finish(pending_writes.popleft())
   bar.close()
-  return {"written": written, "failed": failed}
+  return {"written": written, "failed": failed, "seconds": seconds}

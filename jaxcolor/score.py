@@ -96,7 +96,7 @@ def read_rgb(path: pathlib.Path) -> np.ndarray:
 
 
 @jax.jit
-def _score_pair(pred_u8: jax.Array, true_u8: jax.Array) -> dict[str, jax.Array]:
+def score_pair(pred_u8: jax.Array, true_u8: jax.Array) -> dict[str, jax.Array]:
   """Metrics of one prediction and of the gray baseline: {output: {metric: []}}.
 
   Compiled once per image size; the AuC uses Zhang et al.'s sweep (0-150).
@@ -150,7 +150,7 @@ def score(truth_dir: str | os.PathLike, prediction_dir: str | os.PathLike, *,
           f"size mismatch: truth {true_u8.shape[1]}x{true_u8.shape[0]}, "
           f"prediction {prediction} {pred_u8.shape[1]}x{pred_u8.shape[0]}")
       continue
-    values = jax.device_get(_score_pair(pred_u8, true_u8))
+    values = jax.device_get(score_pair(pred_u8, true_u8))
     row = {"image": key, "width": true_u8.shape[1], "height": true_u8.shape[0]}
     for output in (PREDICTION, GRAY):
       row.update({f"{output}_{k}": float(v) for k, v in values[output].items()})

@@ -36,7 +36,7 @@ def program(colorizer) -> Callable[[dict, jax.Array], jax.Array]:
   """(arrays, uint8 RGB [B, H, W, 3]) -> uint8 RGB [B, H, W, 3], with
   `colorizer.arrays` as the first argument."""
   size = colorizer.image_size
-  predict_ab = colorizer._predict_ab  # noqa: SLF001 (the colorizer's own network call)
+  predict_ab = colorizer.network_fn  # Traced into the program, not jitted.
 
   def colorize(arrays: dict, rgb: jax.Array) -> jax.Array:
     batch, height, width, _ = rgb.shape

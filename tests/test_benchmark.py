@@ -86,3 +86,23 @@ def test_synthetic_batch_feeds_every_systems_step(path):
     assert metrics
   if "label" in batch:
     assert batch["label"].max() < config.classifier.num_classes
+
+
+def test_colorize_timing_covers_every_stage(tmp_path):
+  """`--colorize`: the network alone, the six stages and the pipelined path
+  over every photo of the folder (an unreadable one is not counted)."""
+  photos = sorted((REPO / "jaxcolor" / "sample_data" / "eval").glob("*.jpg"))[:5]
+  for photo in photos:
+    (tmp_path / photo.name).write_bytes(photo.read_bytes())
+  (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+  config = load_config("configs/cpu_budget.py", "smoke")
+  report = benchmark.time_colorize(config, str(tmp_path), batch_size=2,
+                                   steps=2)
+  assert report["colorize_images"] == 5
+  assert set(report["stage_s_per_image"]) == {
+      "decode", "resize", "network", "upsample", "recombine", "encode"}
+  assert all(t > 0 for t in report["stage_s_per_image"].values())
+  np.testing.assert_allclose(report["network_images_per_s"],
+                             2 / report["network_batch_s"], rtol=1e-9)
+  np.testing.assert_allclose(report["end_to_end_images_per_s"],
+                             5 / report["end_to_end_s"], rtol=1e-9)

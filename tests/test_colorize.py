@@ -1,8 +1,10 @@
 """Colorizing files and arrays of any size and format with a run's checkpoint."""
 
+import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -67,6 +69,35 @@ def test_mixed_formats_keep_their_size_and_name(colorizer, tmp_path):
   for name, size in expected.items():
     image = Image.open(tmp_path / "out" / f"{name}.png")
     assert image.mode == "RGB" and image.size == size, name
+
+
+def test_pipelined_files_equal_one_at_a_time(colorizer, tmp_path):
+  """Decode, network and write overlap across batches; the files are those
+  `colorize_batch` gives photo by photo, and a last batch of only broken
+  files still lets the batches before it be written."""
+  (tmp_path / "in").mkdir()
+  photos = {}
+  for i, size in enumerate([(72, 48), (40, 40), (48, 72), (64, 32), (30, 50)]):
+    photos[f"p{i}"] = _photo().resize(size)
+    photos[f"p{i}"].save(tmp_path / "in" / f"p{i}.png")
+  for name in ("z1", "z2"):
+    (tmp_path / "in" / f"{name}.jpg").write_bytes(b"\xff\xd8 truncated")
+  saved = colorizer.batch_size
+  colorizer.batch_size = 2
+  try:
+    summary = colorize.colorize_files(colorizer, [str(tmp_path / "in")],
+                                      str(tmp_path / "out"), progress=False,
+                                      threads=3)
+  finally:
+    colorizer.batch_size = saved
+  assert sorted(summary["failed"]) == [str(tmp_path / "in" / "z1.jpg"),
+                                       str(tmp_path / "in" / "z2.jpg")]
+  assert sorted(pathlib.Path(p).stem for p in summary["written"]) == sorted(photos)
+  assert set(summary["seconds"]) == {"decode", "network", "write"}
+  for name, photo in photos.items():
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "out" / f"{name}.png")),
+        colorizer.colorize(photo), err_msg=name)
 
 
 def test_lightness_is_the_inputs_at_full_resolution(colorizer):
@@ -156,3 +187,17 @@ def test_output_is_chosen_by_name(run_dir):
   assert raw.output == "generator"
   with pytest.raises(ValueError, match="outputs are generator"):
     colorize.Colorizer.from_workdir(run_dir, batch_size=4, output="improver")
+
+
+def test_a_batch_split_over_devices_gives_the_same_photos(run_dir):
+  """`devices`: the batch is split over them (rounded up to a multiple of
+  their number) and the colours are those of one device."""
+  one = colorize.Colorizer.from_workdir(run_dir, batch_size=3)
+  assert one.devices == jax.local_devices()[:1] and one.batch_size == 3
+  many = colorize.Colorizer.from_workdir(run_dir, batch_size=3,
+                                         devices=jax.local_devices()[:4])
+  assert many.batch_size == 4
+  photos = [_photo().resize(size) for size in [(72, 48), (40, 40), (33, 50),
+                                               (64, 32), (48, 48)]]
+  for a, b in zip(one.colorize_batch(photos), many.colorize_batch(photos)):
+    np.testing.assert_allclose(a.astype(int), b.astype(int), atol=1)
