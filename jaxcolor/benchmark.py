@@ -65,6 +65,7 @@ from jaxcolor import experiment  # noqa: E402
 from jaxcolor import parallel  # noqa: E402
 from jaxcolor import photo_io  # noqa: E402
 from jaxcolor import train_step  # noqa: E402
+from jaxcolor.errors import ConfigError  # noqa: E402
 from jaxcolor.models import layers  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -376,11 +377,15 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   distributed.initialize()
   config = _CONFIG.value
-  result = run(config, steps=_STEPS.value, warmup=_WARMUP.value,
-               input_pipeline=_INPUT_PIPELINE.value,
-               input_batches=_INPUT_BATCHES.value, skip_step=_SKIP_STEP.value,
-               colorize_folder=_COLORIZE.value,
-               colorize_batch=_COLORIZE_BATCH.value)
+  try:
+    result = run(config, steps=_STEPS.value, warmup=_WARMUP.value,
+                 input_pipeline=_INPUT_PIPELINE.value,
+                 input_batches=_INPUT_BATCHES.value,
+                 skip_step=_SKIP_STEP.value, colorize_folder=_COLORIZE.value,
+                 colorize_batch=_COLORIZE_BATCH.value)
+  except ConfigError as e:  # One line, as from `python -m jaxcolor.main`.
+    print(f"Configuration error: {e}", file=sys.stderr)
+    sys.exit(2)
   for key, value in result.items():
     logging.info("%s: %s", key, value)
   print(json.dumps(result), flush=True)
