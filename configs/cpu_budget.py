@@ -15,20 +15,26 @@ bsds_test/ at full resolution through `jaxcolor.colorize`):
      (`generator_ema_decay`), which averages the blotches of successive
      steps away while keeping the colour they agree on: the EMA weights
      are what `colorize` uses; the raw weights are scored beside them.
-     Decay 0.999, i.e. the ramp min(0.999, (1 + t) / (10 + t)), which is
-     0.994-0.996 over these GAN steps (an average over the last ~170-220
-     steps): at step 1,800 it keeps 0.33 dB more PSNR than decay 0.99 for 8
-     points less colour, and it moves the whole frontier outwards.
+     `generator_ema_ramp = 'gan'`: the average restarts at the GAN phase's
+     first step and then has the constant decay 0.998, so after n GAN steps
+     the warm-up's L1 model keeps the weight 0.998^n (0.17 at the end) and
+     the rest is an average over the last ~500 GAN steps. Against the
+     previous recipe (decay 0.999 ramped from step 0, i.e. 0.994-0.996, an
+     average of GAN weights alone) the colour arrives at half the rate per
+     step (4 points of colourfulness share per 100 steps instead of 8), and
+     at equal colour the PSNR is the same on the held-out split and
+     0.05-0.14 dB higher on bsds_test: the gain is mostly that a checkpoint
+     lands near the colour wanted.
 
 The networks are pix2pix's at half width (ngf 32, ndf 32) with 7
 downsamplings at 128 px. 1,500 warm-up steps (about 11 passes over the
-2,143 usable training photos) and 500 GAN steps at a constant rate: 17.2
-minutes on the 2-core machine. The step count was chosen on the run's own
-held-out split (never on the test photos): the most colourful checkpoint
-(every 100 steps) whose held-out PSNR stays above the gray baseline's.
-On bsds_test: +0.66 dB above gray with 54.8 % of the truth's
-colourfulness; 100 more GAN steps (`--config.num_train_steps=2100`) give
-62.7 % at +0.41 dB (docs/results.md has the whole frontier).
+2,143 usable training photos) and 900 GAN steps at a constant rate. The
+step count was chosen on the run's own held-out split (never on the test
+photos): the most colourful checkpoint (every 100 steps) whose held-out
+PSNR stays above the gray baseline's. On bsds_test: +0.50 dB above gray
+with 61.3 % of the truth's colourfulness, the goal of docs/results.md
+(+0.5 dB with 60-120 %) met, by a hair on the PSNR side: docs/results.md
+has the frontier and the run's wall time.
 
 Run (PHOTOS: a folder of colour photos, e.g. photos256 without bsds_test/):
   python -m jaxcolor.main --config configs/cpu_budget.py --workdir runs/cpu_budget \
@@ -47,9 +53,10 @@ def get_config(arg=None):
   c.dataset = "sample"
   c.image_size = 128
   c.batch_size = 16
-  c.num_train_steps = 2000
+  c.num_train_steps = 2400
   c.loss.l1_warmup_steps = 1500
-  c.generator_ema_decay = 0.999
+  c.generator_ema_decay = 0.998
+  c.generator_ema_ramp = "gan"
   c.optimizer.learning_rate = 2e-4
   c.optimizer.decay_steps = 0    # Constant: see the module docstring.
   c.generator = {"name": "unet", "num_downsamplings": 7, "ngf": 32,
@@ -58,7 +65,7 @@ def get_config(arg=None):
                      "norm": "batch"}
   c.log_every_steps = 100
   c.image_every_steps = 1000
-  c.checkpoint_every_steps = 1000
+  c.checkpoint_every_steps = 500  # 1,500: the warm-up's end, to branch from.
   c.eval_every_steps = 1000
   c.num_eval_images = 0          # The whole held-out split.
   c.eval_batch_size = 16

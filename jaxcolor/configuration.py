@@ -22,6 +22,7 @@ __all__ = ["ConfigError", "suggest", "base_config", "validate",
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 GENERATOR_TEST_MODES = ("eval", "train")
+GENERATOR_EMA_RAMPS = ("steps", "gan")
 CONV_IMPLS = ("auto", "xla", "cpu")      # models.layers.CONV_IMPLS
 
 
@@ -84,6 +85,12 @@ def base_config() -> ml_collections.ConfigDict:
   # raw weights and used by colorize; 0 = off. Its decay ramps up as
   # min(decay, (1 + t) / (10 + t)), so early steps do not dominate.
   c.generator_ema_decay = 0.0
+  # How that decay is scheduled: 'steps' (the ramp above, t counted from
+  # step 0) or 'gan' (the ramp during the L1 warm-up or stage; the GAN's first
+  # step restarts the average at G's weights, and from then on the decay is
+  # the constant `generator_ema_decay`: an average over the GAN phase that
+  # keeps a share of the warm-up's L1 weights, docs/results.md).
+  c.generator_ema_ramp = "steps"
   # How a GAN generator runs at test time: 'eval' (running batch-norm
   # statistics, no dropout) or 'train' (Isola et al. 2017, sec. 3.3: dropout
   # on and batch statistics of the test batch, here of each photo on its
@@ -247,6 +254,9 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
   _require(isinstance(config.generator_ema_decay, (int, float))
            and 0 <= config.generator_ema_decay < 1, "generator_ema_decay",
            config.generator_ema_decay, "0 (off) or a decay in (0, 1)")
+  _require(config.generator_ema_ramp in GENERATOR_EMA_RAMPS,
+           "generator_ema_ramp", config.generator_ema_ramp,
+           f"one of {', '.join(GENERATOR_EMA_RAMPS)}")
   _require(config.generator_test_mode in GENERATOR_TEST_MODES,
            "generator_test_mode", config.generator_test_mode,
            f"one of {', '.join(GENERATOR_TEST_MODES)}")

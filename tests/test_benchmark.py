@@ -106,3 +106,29 @@ def test_colorize_timing_covers_every_stage(tmp_path):
                              2 / report["network_batch_s"], rtol=1e-9)
   np.testing.assert_allclose(report["end_to_end_images_per_s"],
                              5 / report["end_to_end_s"], rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_cpu_step_vs_torch_times_both_in_their_own_processes(tmp_path):
+  pytest.importorskip("torch")  # benchmarks/ needs it; the package does not.
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run(
+      [sys.executable, str(REPO / "benchmarks/cpu_step_vs_torch.py"),
+       "--image_size=32", "--batch_size=2", "--threads=1", "--rounds=2",
+       "--steps=1", "--warmup=0", "--one_process"],
+      capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  both = report["two_processes"]
+  assert len(both["jax_step_times_s"]) == len(both["torch_step_times_s"]) == 2
+  np.testing.assert_allclose(
+      both["jax_over_torch"],
+      both["jax_step_time_s"] / both["torch_step_time_s"], rtol=1e-9)
+  assert both["gflop_per_step"] > 0
+  one = report["one_process"]
+  assert one["jax_step_time_s"] > 0 and one["torch_step_time_s"] > 0
+  # Each round's lines name both sides, in alternating order.
+  rounds = [line for line in result.stderr.splitlines()
+            if line.startswith("round ")]
+  assert rounds[0].split()[2] == "jax" and rounds[1].split()[2] == "torch"

@@ -17,6 +17,7 @@ measurements of those measured so far):
   - `generator_ema_decay`: an exponential moving average of G's variables,
     kept in `state['generator_ema']` and evaluated as output
     'generator_ema' beside the raw weights (first, so colorize uses it);
+    `generator_ema_ramp` schedules its decay (`update_ema`);
   - `generator_test_mode`: 'train' runs G at test time as Isola et al.
     (sec. 3.3) do, dropout on and each photo's own batch statistics.
 
@@ -51,7 +52,10 @@ class Pix2Pix(base.System):
     self.l1_weight = config.loss.l1_weight
     self.gan_weight = config.loss.get("gan_weight", 1.0)
     self.warmup_steps = config.loss.get("l1_warmup_steps", 0)
+    # The first step of the GAN phase (staged systems: their second stage).
+    self.gan_start_step = self.warmup_steps
     self.ema_decay = config.get("generator_ema_decay", 0.0)
+    self.ema_ramp = config.get("generator_ema_ramp", "steps")
     self.test_mode = config.get("generator_test_mode", "eval")
     self.tx, self.schedule = optimizers.create(config.optimizer,
                                                config.num_train_steps)
@@ -135,12 +139,27 @@ class Pix2Pix(base.System):
     }
 
   def update_ema(self, state: base.State) -> base.State:
-    """Moves `state['generator_ema']` towards G's new variables (if kept)."""
+    """Moves `state['generator_ema']` towards G's new variables (if kept).
+
+    Ramp 'steps': decay min(d, (1 + t) / (10 + t)) for update t (from 0).
+    Ramp 'gan': the same during the L1 warm-up (or a staged system's L1
+    stage); the first GAN update has
+    decay 0 (the average restarts at G's weights, i.e. the warm-up's L1
+    model one step on) and every later one the constant d. After n GAN
+    steps the L1 model keeps weight d^n: the average is an interpolation
+    between the L1 model and the GAN's recent weights (docs/results.md
+    measures both ramps).
+    """
     if not self.ema_decay:
       return state
     # The step just taken is state['step'] - 1; t counts updates from 0.
-    t = (state["step"] - 1).astype(jnp.float32)
+    step = state["step"] - 1
+    t = step.astype(jnp.float32)
     decay = jnp.minimum(self.ema_decay, (1.0 + t) / (10.0 + t))
+    if self.ema_ramp == "gan":
+      decay = jnp.where(step < self.gan_start_step, decay,
+                        jnp.where(step == self.gan_start_step, 0.0,
+                                  self.ema_decay))
     ema = jax.tree.map(lambda e, v: decay * e + (1.0 - decay) * v,
                        state[GENERATOR_EMA], _ema_variables(state["generator"]))
     return dict(state, **{GENERATOR_EMA: ema})

@@ -59,6 +59,7 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
     super().__init__(config)
     stages = config.stages
     self.pretrain_steps = stages.pretrain_steps
+    self.gan_start_step = self.pretrain_steps  # generator_ema_ramp='gan'.
     self.adversarial_steps = stages.adversarial_steps
     # Each stage's schedule runs over the stage's own steps, counted from its
     # first one (by its Adam's count), whatever num_train_steps says.

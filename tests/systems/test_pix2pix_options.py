@@ -93,6 +93,33 @@ def test_ema_follows_the_ramped_decay():
   assert list(outputs) == ["generator_ema", "generator"]
 
 
+def test_ema_ramp_gan_restarts_at_the_gan_phase_then_keeps_the_decay():
+  config = load_config("configs/default.py")
+  config.loss.l1_warmup_steps = 1
+  config.generator_ema_decay = 0.5
+  config.generator_ema_ramp = "gan"
+  # Same seeds and batches: each run's prefix is the shorter run.
+  state0, warm, _ = _steps(config, ["warmup"])
+  _, first, _ = _steps(config, ["warmup", "train"])
+  _, second, _ = _steps(config, ["warmup", "train", "train"])
+
+  def assert_mix(ema, previous, weights, decay):
+    expected = jax.tree.map(lambda e, v: decay * e + (1 - decay) * v, previous,
+                            pix2pix._ema_variables(weights))  # noqa: SLF001
+    for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+  # Warm-up: the ramp of 'steps' (update 0: decay 0.1).
+  assert_mix(warm["generator_ema"], state0["generator_ema"],
+             warm["generator"], 0.1)
+  # The first GAN update restarts the average at G's weights ...
+  assert_mix(first["generator_ema"], warm["generator_ema"],
+             first["generator"], 0.0)
+  # ... and the next one mixes with the constant decay, not the ramp's 2/11.
+  assert_mix(second["generator_ema"], first["generator_ema"],
+             second["generator"], 0.5)
+
+
 def test_gan_weight_zero_leaves_only_l1():
   config = load_config("configs/default.py")
   config.loss.gan_weight = 0.0
@@ -122,6 +149,10 @@ def test_test_mode_and_ema_are_checked():
   config = load_config("configs/default.py")
   config.generator_test_mode = "dropout"
   with pytest.raises(configuration.ConfigError, match="generator_test_mode"):
+    configuration.validate(config, device_count=1)
+  config = load_config("configs/default.py")
+  config.generator_ema_ramp = "linear"
+  with pytest.raises(configuration.ConfigError, match="generator_ema_ramp"):
     configuration.validate(config, device_count=1)
   config = load_config("configs/iizuka.py")
   config.generator_ema_decay = 0.99

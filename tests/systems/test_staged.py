@@ -72,6 +72,9 @@ def _two_by_two():
   config.eval_every_steps = 100
   config.image_every_steps = 100
   config.num_eval_images = 8
+  # The average restarts at stage 2's first step (steps 1 and 2 ramp).
+  config.generator_ema_decay = 0.5
+  config.generator_ema_ramp = "gan"
   return config
 
 
@@ -128,6 +131,20 @@ def test_stages_switch_at_the_boundary(straight_run):
                   after[staged.PRETRAIN_OPT_STATE])
   assert _adam_count(states[3]["generator"].opt_state) == 1
   assert _adam_count(states[4]["discriminator"].opt_state) == 2
+  # generator_ema_ramp='gan': the GAN stage's first step restarts the
+  # average at G, the next mixes with the constant decay 0.5.
+  def variables(state):
+    return jax.tree.map(lambda x: np.asarray(x, np.float32),
+                        dict(state["generator"].variables))
+  assert not _equal(states[2]["generator_ema"], variables(states[2]))
+  for a, b in zip(jax.tree.leaves(states[3]["generator_ema"]),
+                  jax.tree.leaves(variables(states[3]))):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  expected = jax.tree.map(lambda e, v: 0.5 * e + 0.5 * v,
+                          states[3]["generator_ema"], variables(states[4]))
+  for a, b in zip(jax.tree.leaves(states[4]["generator_ema"]),
+                  jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("stopped_at", [1, 3])  # In stage 1, in stage 2.
