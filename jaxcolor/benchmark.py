@@ -325,7 +325,7 @@ def time_colorize(config: ml_collections.ConfigDict, folder: str, *,
       "end_to_end_images_per_s": count / end_to_end_s,
       # Target: the path within 2 x the network's own time per image.
       "end_to_end_over_network": (end_to_end_s / count) / (network_s / batch_size),
-      "colorize_threads": max(1, min(8, os.cpu_count() or 1)),
+      "colorize_threads": photo_io.default_threads(),
   }
 
 

@@ -190,6 +190,11 @@ def save_image(rgb: np.ndarray, path: pathlib.Path, file_format: str,
   temporary.replace(path)
 
 
+def default_threads() -> int:
+  """`colorize_files`' host threads when not given: the cores, at most 8."""
+  return max(1, min(8, os.cpu_count() or 1))
+
+
 def colorize_files(colorizer, inputs: Sequence[str], output: str, *,
                    file_format: str = "png", jpeg_quality: int = 95,
                    progress: bool = True, threads: int | None = None
@@ -237,7 +242,7 @@ def colorize_files(colorizer, inputs: Sequence[str], output: str, *,
 
   batches = [jobs[i:i + colorizer.batch_size]
              for i in range(0, len(jobs), colorizer.batch_size)]
-  workers = threads or max(1, min(8, os.cpu_count() or 1))
+  workers = threads or default_threads()
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     def decode(batch):
       return [(file, name, pool.submit(timed, "decode", load_image, file))
