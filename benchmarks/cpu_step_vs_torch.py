@@ -21,9 +21,8 @@ target 0.8). The last line printed is one JSON object.
 
 `--one_process` adds the earlier method for comparison: both steps in one
 process, alternating, each timed step after `--lead_in` untimed ones of its
-own. That method disagreed with this one (0.88-1.0 against 1.28-1.34 for
-jax_over_torch's inverse): docs/benchmarks.md gives the measurement and the
-cause. Per-thread CPU time of that process's threads during each timed step
+own. The two methods once disagreed: docs/benchmarks.md gives the
+measurements and the cause. Per-thread CPU time of that process's threads during each timed step
 shows who else ran (`busy_other_threads_s`).
 
 Not part of the package and not imported by the tests; needs torch (see
@@ -206,8 +205,8 @@ def main():
                       help="timed steps per process")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--peak_gflops", type=float, default=384.0,
-                      help="fp32 peak of the cores used (default: the two "
-                           "cores of the development VM, docs/benchmarks.md)")
+                      help="fp32 peak GFLOP/s of the cores used "
+                           "(docs/benchmarks.md gives the default's source)")
   parser.add_argument("--one_process", action="store_true",
                       help="also time the earlier one-process method")
   parser.add_argument("--lead_in", type=int, default=1)

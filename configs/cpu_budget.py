@@ -17,24 +17,18 @@ bsds_test/ at full resolution through `jaxcolor.colorize`):
      are what `colorize` uses; the raw weights are scored beside them.
      `generator_ema_ramp = 'gan'`: the average restarts at the GAN phase's
      first step and then has the constant decay 0.998, so after n GAN steps
-     the warm-up's L1 model keeps the weight 0.998^n (0.17 at the end) and
-     the rest is an average over the last ~500 GAN steps. Against the
-     previous recipe (decay 0.999 ramped from step 0, i.e. 0.994-0.996, an
-     average of GAN weights alone) the colour arrives at half the rate per
-     step (4 points of colourfulness share per 100 steps instead of 8), and
-     at equal colour the PSNR is the same on the held-out split and
-     0.05-0.14 dB higher on bsds_test: the gain is mostly that a checkpoint
-     lands near the colour wanted.
+     the warm-up's L1 model keeps the weight 0.998^n and the rest is an
+     average over the last few hundred GAN steps. Colour then arrives more
+     slowly per step than with the ramp from step 0, so a checkpoint lands
+     nearer the colour wanted (docs/results.md compares the two).
 
 The networks are pix2pix's at half width (ngf 32, ndf 32) with 7
-downsamplings at 128 px. 1,500 warm-up steps (about 11 passes over the
-2,143 usable training photos) and 900 GAN steps at a constant rate. The
-step count was chosen on the run's own held-out split (never on the test
-photos): the most colourful checkpoint (every 100 steps) whose held-out
-PSNR stays above the gray baseline's. On bsds_test: +0.50 dB above gray
-with 61.3 % of the truth's colourfulness, the goal of docs/results.md
-(+0.5 dB with 60-120 %) met, by a hair on the PSNR side: docs/results.md
-has the frontier and the run's wall time.
+downsamplings at 128 px; 1,500 warm-up steps and 900 GAN steps at a
+constant rate. The step count was chosen on the run's own held-out split
+(never on the test photos): the most colourful checkpoint (every 100
+steps) whose held-out PSNR stays above the gray baseline's.
+docs/results.md has its scores on bsds_test against the goal, the
+frontier, and the run's wall time.
 
 Run (PHOTOS: a folder of colour photos, e.g. photos256 without bsds_test/):
   python -m jaxcolor.main --config configs/cpu_budget.py --workdir runs/cpu_budget \
