@@ -17,7 +17,14 @@ the median of its steps), the cores each kept busy (process CPU time over
 wall time), the achieved rate against `--peak_gflops` on the FLOP count XLA
 gives for our step (the two steps compute the same layers), and
 `jax_over_torch`, our time over the reference's (parity: 1; the issue's
-target 0.8). The last line printed is one JSON object.
+target 0.8). `--ceiling` also times a large float32 matrix product in
+each framework (each in its own process): the best rate these cores
+attain, against which `*_share_of_matmul` reads each step's rate.
+The last line printed is one JSON object. `--inference`
+compares the generator's test-time forward pass instead (ours as
+`jaxcolor.colorize` runs it, L* of a uint8 batch in and a*b* on the host
+out; the reference's in `.eval()` under `torch.inference_mode()`), a batch
+of `--batch_size`: the `step` fields are then one batch's.
 
 `--one_process` adds the earlier method for comparison: both steps in one
 process, alternating, each timed step after `--lead_in` untimed ones of its
@@ -48,14 +55,24 @@ def our_command(args) -> list[str]:
           f"--config.image_size={args.image_size}",
           f"--config.batch_size={args.batch_size}",
           f"--config.generator.num_downsamplings={levels}",
-          f"--steps={args.steps}", f"--warmup={args.warmup}"]
+          f"--steps={args.steps}", f"--warmup={args.warmup}",
+          *(["--inference", f"--colorize_batch={args.batch_size}"]
+            if args.inference else [])]
 
 
 def torch_command(args) -> list[str]:
   return [sys.executable, str(ROOT / "benchmarks" / "torch_pix2pix_reference.py"),
           f"--image_size={args.image_size}", f"--batch_size={args.batch_size}",
           f"--threads={args.threads}", f"--steps={args.steps}",
-          f"--warmup={args.warmup}"]
+          f"--warmup={args.warmup}", *(["--inference"] if args.inference else [])]
+
+
+def _timing(name: str, out: dict) -> tuple[float, float, float | None]:
+  """(wall s, CPU s, FLOPs) of one process's step or inference batch."""
+  if name == "jax" and "network_batch_s" in out:
+    return (out["network_batch_s"], out["network_cpu_time_s"],
+            out.get("network_flops_per_batch"))
+  return out["step_time_s"], out["step_cpu_time_s"], out.get("flops_per_step")
 
 
 def last_json(command: list[str]) -> dict:
@@ -77,9 +94,7 @@ def two_processes(args) -> dict:
     order = list(sides) if i % 2 == 0 else list(sides)[::-1]
     result = {}
     for name in order:
-      out = last_json(sides[name])
-      result[name] = (out["step_time_s"], out["step_cpu_time_s"],
-                      out.get("flops_per_step"))
+      result[name] = _timing(name, last_json(sides[name]))
     rounds.append(result)
     print(f"round {i}: " + " ".join(
         f"{name} {w:.3f} s (x{c / w:.2f} cores)"
@@ -96,6 +111,9 @@ def two_processes(args) -> dict:
     out[f"{name}_share_of_peak"] = flops / step / 1e9 / args.peak_gflops
   out["jax_over_torch"] = out["jax_step_time_s"] / out["torch_step_time_s"]
   out["gflop_per_step"] = flops / 1e9
+  if args.inference:
+    for name in sides:
+      out[f"{name}_images_per_s"] = args.batch_size / out[f"{name}_step_time_s"]
   return out
 
 
@@ -191,6 +209,45 @@ def one_process(args) -> dict:
   return out
 
 
+# -- the cores' attainable rate ------------------------------------------------
+
+
+def matmul_rate(framework: str, threads: int, size: int = 4096,
+                repeats: int = 5) -> float:
+  """Best GFLOP/s of a float32 [size, size] x [size, size] product in
+  `framework` ('jax' or 'torch'): what these cores attain in practice, the
+  yardstick for a step's rate beside the nominal `--peak_gflops`."""
+  flops = 2.0 * size ** 3
+  if framework == "torch":
+    import torch  # noqa: PLC0415
+    torch.set_num_threads(threads)
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    run = lambda: torch.mm(a, b)  # noqa: E731
+  else:
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+    a = jnp.ones((size, size), jnp.float32)
+    product = jax.jit(lambda x, y: x @ y)
+    run = lambda: product(a, a).block_until_ready()  # noqa: E731
+  run()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    best = min(best, time.perf_counter() - start)
+  return flops / best / 1e9
+
+
+def ceiling(args) -> dict:
+  """Each framework's matmul rate, each in a clean process."""
+  out = {}
+  for name in ("jax", "torch"):
+    child = last_json([sys.executable, __file__, f"--_child_matmul={name}",
+                       f"--threads={args.threads}"])
+    out[f"{name}_matmul_gflops_per_s"] = child["gflops_per_s"]
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--image_size", type=int, default=128)
@@ -210,14 +267,28 @@ def main():
   parser.add_argument("--one_process", action="store_true",
                       help="also time the earlier one-process method")
   parser.add_argument("--lead_in", type=int, default=1)
+  parser.add_argument("--inference", action="store_true",
+                      help="compare the generator's test-time forward pass "
+                           "(a batch of --batch_size) instead of the step")
+  parser.add_argument("--ceiling", action="store_true",
+                      help="also time a 4096^3 float32 matrix product in each "
+                           "framework: the rate these cores attain")
   parser.add_argument("--_child_one_process", action="store_true",
                       help=argparse.SUPPRESS)
+  parser.add_argument("--_child_matmul", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args._child_matmul:  # noqa: SLF001
+    print(json.dumps({"gflops_per_s": matmul_rate(
+        args._child_matmul, args.threads)}), flush=True)  # noqa: SLF001
+    return
+  if args.inference and args.one_process:
+    parser.error("--one_process times training steps only")
   if args._child_one_process:  # noqa: SLF001
     print(json.dumps(one_process(args)), flush=True)
     return
   load_before = os.getloadavg()[0]
   result = {"image_size": args.image_size, "batch_size": args.batch_size,
+            "mode": "inference" if args.inference else "train_step",
             "threads": args.threads,
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
             "two_processes": two_processes(args)}
@@ -225,6 +296,13 @@ def main():
     result["one_process"] = last_json(
         [sys.executable, __file__, "--_child_one_process",
          *[a for a in sys.argv[1:] if a != "--one_process"]])
+  if args.ceiling:
+    result["ceiling"] = ceiling(args)
+    two = result["two_processes"]
+    for name in ("jax", "torch"):
+      two[f"{name}_share_of_matmul"] = (
+          two[f"{name}_gflops_per_s"]
+          / max(result["ceiling"].values()))
   result["load_average_before"] = round(load_before, 2)
   result["load_average_after"] = round(os.getloadavg()[0], 2)
   print(json.dumps(result), flush=True)

@@ -15,6 +15,11 @@ timed, after `--warmup` steps, median of `--steps`. The last line printed is
 one JSON object. Not part of the package and not imported by the tests;
 needs `pip install torch`.
 
+`--inference` times the generator alone at test time instead, as
+`jaxcolor.colorize` runs ours (`generator_test_mode='eval'`): `.eval()` (batch
+norm's running statistics, no dropout) under `torch.inference_mode()`, a batch
+of L at `--image_size`; images/s of the forward pass.
+
   python benchmarks/torch_pix2pix_reference.py --image_size 128 --batch_size 16 --threads 2
 """
 
@@ -159,6 +164,19 @@ class Pix2PixStep:
     return loss_d.item(), loss_g.item()
 
 
+class _Inference:
+  """The generator's forward pass as the reference's test.py runs it with
+  --eval: running statistics, dropout off, no autograd."""
+
+  def __init__(self, generator):
+    self.generator = generator.eval()
+
+  def __call__(self, lightness, ab):
+    del ab
+    with torch.inference_mode():
+      return self.generator(lightness)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--image_size", type=int, default=128)
@@ -168,11 +186,15 @@ def main():
   parser.add_argument("--threads", type=int, default=os.cpu_count())
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--inference", action="store_true",
+                      help="time the generator's test-time forward pass")
   args = parser.parse_args()
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
   num_downs = args.num_downs or max(args.image_size.bit_length() - 1, 5)
   step = Pix2PixStep(num_downs)
+  if args.inference:
+    step = _Inference(step.generator)
   size = args.image_size
   lightness = torch.rand(args.batch_size, 1, size, size) * 2 - 1
   ab = (torch.rand(args.batch_size, 2, size, size) * 2 - 1) * 0.5
@@ -189,6 +211,7 @@ def main():
   print(json.dumps({
       "framework": f"torch {torch.__version__}", "image_size": size,
       "global_batch_size": args.batch_size, "num_downs": num_downs,
+      "mode": "inference" if args.inference else "train_step",
       "threads": args.threads, "step_time_s": median,
       "step_time_min_s": min(times), "step_time_max_s": max(times),
       "step_cpu_time_s": cpu, "images_per_s": args.batch_size / median,

@@ -26,6 +26,8 @@ network's input, network, a*b* upsampling, recombination with the full
 resolution L*, PNG encoding: host seconds per image) and end to end as
 `python -m jaxcolor.colorize` runs it (pipelined over threads: images/s).
 The networks have fresh weights: speed does not depend on their values.
+`--inference` times the network alone, without a folder (what
+benchmarks/cpu_step_vs_torch.py --inference sets against PyTorch's).
 
 `--input_pipeline` also times the host pipeline training reads
 (decode + resize + random crop + flip + batching, `jaxcolor.data`) on
@@ -83,6 +85,9 @@ _COLORIZE = flags.DEFINE_string(
     "the colorize path stage by stage and end to end) instead of training.")
 _COLORIZE_BATCH = flags.DEFINE_integer(
     "colorize_batch", 16, "Batch of the network in --colorize.")
+_INFERENCE = flags.DEFINE_bool(
+    "inference", False, "Time the colorize network alone (no folder needed) "
+    "instead of training.")
 _SKIP_STEP = flags.DEFINE_bool(
     "skip_step", False, "Time only the input pipeline (with --input_pipeline).")
 
@@ -250,28 +255,49 @@ def time_input_pipeline(config: ml_collections.ConfigDict, *,
           "input_dataset": config.dataset}
 
 
-def time_colorize(config: ml_collections.ConfigDict, folder: str, *,
-                  batch_size: int, steps: int) -> dict[str, Any]:
-  """Inference throughput: the network alone, then the colorize path on
-  `folder` stage by stage and end to end (module docstring)."""
+def _colorizer(config: ml_collections.ConfigDict, batch_size: int
+               ) -> colorize.Colorizer:
+  """A colorizer of the config's system with fresh weights, one device."""
   built = experiment.build(config, data="none", devices=jax.local_devices()[:1])
   state = jax.device_get(built.init_state())
-  colorizer = colorize.Colorizer(built.system, state,
-                                 image_size=config.image_size,
-                                 batch_size=batch_size)
-  size = config.image_size
+  return colorize.Colorizer(built.system, state, image_size=config.image_size,
+                            batch_size=batch_size)
+
+
+def time_network(colorizer: colorize.Colorizer, *, steps: int
+                 ) -> dict[str, Any]:
+  """The colorize network alone on a uint8 batch at its input size: L* in,
+  a*b* back on the host (median of `steps` calls after the compiling one)."""
+  batch_size, size = colorizer.batch_size, colorizer.image_size
   batch = np.random.default_rng(0).integers(
       0, 256, (batch_size, size, size, 3), np.uint8)
   start = time.perf_counter()
   colorizer.network_ab(batch)
   compile_s = time.perf_counter() - start
-  times = []
+  times, cpu = [], time.process_time()
   for _ in range(steps):
     start = time.perf_counter()
     colorizer.network_ab(batch)
     times.append(time.perf_counter() - start)
-  network_s = statistics.median(times)
+  cpu = (time.process_time() - cpu) / max(steps, 1)
+  flops = _cost(colorizer.lowered(batch).compile()).get("flops")
+  network_s = statistics.median(times) if times else float("nan")
+  return {"colorize_batch": batch_size, "network_compile_s": compile_s,
+          "network_batch_s": network_s,
+          "network_batch_min_s": min(times, default=float("nan")),
+          "network_cpu_time_s": cpu,
+          "network_flops_per_batch": flops,
+          "network_images_per_s": batch_size / network_s}
 
+
+def time_colorize(config: ml_collections.ConfigDict, folder: str, *,
+                  batch_size: int, steps: int) -> dict[str, Any]:
+  """Inference throughput: the network alone, then the colorize path on
+  `folder` stage by stage and end to end (module docstring)."""
+  colorizer = _colorizer(config, batch_size)
+  network = time_network(colorizer, steps=steps)
+  network_s, batch_size = network["network_batch_s"], colorizer.batch_size
+  size = colorizer.image_size
   files = [file for file, _ in photo_io.find_inputs([folder])]
   if not files:
     raise ValueError(f"--colorize={folder}: no image files there.")
@@ -313,12 +339,9 @@ def time_colorize(config: ml_collections.ConfigDict, folder: str, *,
   count = len(summary["written"])
   serial_s = sum(stages.values())
   return {
+      **network,
       "colorize_folder": folder,
       "colorize_images": count,
-      "colorize_batch": batch_size,
-      "network_compile_s": compile_s,
-      "network_batch_s": network_s,
-      "network_images_per_s": batch_size / network_s,
       "stage_s_per_image": {k: v / count for k, v in stages.items()},
       "serial_images_per_s": count / serial_s,
       "end_to_end_s": end_to_end_s,
@@ -331,8 +354,8 @@ def time_colorize(config: ml_collections.ConfigDict, folder: str, *,
 
 def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
         input_pipeline: bool, input_batches: int, skip_step: bool = False,
-        colorize_folder: str | None = None, colorize_batch: int = 16
-        ) -> dict[str, Any]:
+        colorize_folder: str | None = None, colorize_batch: int = 16,
+        inference: bool = False) -> dict[str, Any]:
   """Every measurement, with the facts needed to read it."""
   device = jax.devices()[0]
   result: dict[str, Any] = {
@@ -356,6 +379,9 @@ def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
   if colorize_folder is not None:
     result.update(time_colorize(config, colorize_folder,
                                 batch_size=colorize_batch, steps=steps))
+  elif inference:
+    result.update(time_network(_colorizer(config, colorize_batch),
+                               steps=steps))
   elif not skip_step:
     result.update(time_train_step(config, steps=steps, warmup=warmup))
   if input_pipeline:
@@ -375,6 +401,9 @@ def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if _INFERENCE.value and _COLORIZE.value is not None:
+    raise app.UsageError("--inference times the network alone and --colorize "
+                         "the network and the path: give one.")
   distributed.initialize()
   config = _CONFIG.value
   try:
@@ -382,7 +411,8 @@ def main(argv):
                  input_pipeline=_INPUT_PIPELINE.value,
                  input_batches=_INPUT_BATCHES.value,
                  skip_step=_SKIP_STEP.value, colorize_folder=_COLORIZE.value,
-                 colorize_batch=_COLORIZE_BATCH.value)
+                 colorize_batch=_COLORIZE_BATCH.value,
+                 inference=_INFERENCE.value)
   except ConfigError as e:  # One line, as from `python -m jaxcolor.main`.
     print(f"Configuration error: {e}", file=sys.stderr)
     sys.exit(2)

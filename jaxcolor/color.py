@@ -136,6 +136,31 @@ def lab_to_rgb(lab: jax.Array) -> jax.Array:
   return jnp.clip(rgb, 0.0, 1.0)
 
 
+@jax.jit
+def with_ab(rgb: jax.Array, ab: jax.Array) -> jax.Array:
+  """uint8 RGB pixels' L* with new a*b* -> uint8 RGB, in one program.
+
+  `lab_to_rgb` of (`rgb_to_lab(rgb)`'s L*, `ab`), rounded to uint8: the
+  colorize path's recombination. L* needs only the luminance Y, so X and Z
+  (and their cube roots) are not computed, and the result is quantised
+  before it leaves the program; the values are those of the two public
+  functions (tests/test_color.py).
+
+  Args:
+    rgb: [..., 3] uint8 RGB (or float in [0, 1]).
+    ab: [..., 2] a*b* in Lab units, the same leading shape.
+
+  Returns:
+    [..., 3] uint8 RGB.
+  """
+  luminance = jnp.sum(_srgb_decode(_float_rgb(rgb))
+                      * jnp.asarray(_XYZ_FROM_RGB[1], jnp.float32), axis=-1)
+  lightness = 116.0 * _lab_f(luminance / D65_WHITE[1]) - 16.0
+  lab = jnp.concatenate([lightness[..., None], jnp.asarray(ab, jnp.float32)],
+                        axis=-1)
+  return jnp.round(lab_to_rgb(lab) * 255.0).astype(jnp.uint8)
+
+
 def lightness_to_net(lightness: jax.Array) -> jax.Array:
   """L* in [0, 100] -> network input in [-1, 1]."""
   return lightness / LIGHTNESS_HALF_RANGE - 1.0

@@ -261,6 +261,10 @@ class Colorizer:
     return [photo_io.recombine(image, ab)
             for image, ab in zip(prepared, self.predict_ab(prepared))]
 
+  def lowered(self, batch: np.ndarray) -> jax.stages.Lowered:
+    """The network program for `batch`'s shape, lowered (for its cost)."""
+    return self._predict_ab.lower(self.arrays, batch)
+
   def network_ab(self, batch: np.ndarray) -> np.ndarray:
     """The network alone: uint8 RGB [B, h, w, 3] (only its L* is read) at the
     network's input size -> a*b* [B, h, w, 2] float32, on the host."""

@@ -87,19 +87,40 @@ def rendered(image: Image.Image, render_size: int, multiple: int
           (height, width))
 
 
-def _in_chunks(fn, pixels: np.ndarray) -> np.ndarray:
-  """`fn` over [N, 3] pixels in chunks of a power-of-two size between
-  `_MIN_CHUNK` and `_CHUNK_PIXELS`: a handful of compiled shapes for every
-  image size, and a small image (a video frame) pads to at most twice its
-  pixels instead of a whole megapixel."""
-  chunk = min(_CHUNK_PIXELS,
-              max(_MIN_CHUNK, 1 << (len(pixels) - 1).bit_length()))
-  out = np.empty(pixels.shape[:1] + (3,), np.float32)
-  for start in range(0, len(pixels), chunk):
-    part = pixels[start:start + chunk]
-    padded = np.zeros((chunk, 3), part.dtype)
-    padded[:len(part)] = part
-    out[start:start + len(part)] = np.asarray(fn(padded))[:len(part)]
+def _chunks(count: int) -> list[tuple[int, int]]:
+  """(start, padded size) of the calls that cover `count` pixels: whole
+  `_CHUNK_PIXELS` chunks, then the rest as powers of two (its binary
+  digits) down to `_MIN_CHUNK`, the last padded up to that. A handful of
+  compiled shapes serve every image size, and at most `_MIN_CHUNK` pixels
+  are padding (a 256 x 384 photo: 65,536 + 32,768, none)."""
+  pieces, start = [], 0
+  while count - start >= _CHUNK_PIXELS:
+    pieces.append((start, _CHUNK_PIXELS))
+    start += _CHUNK_PIXELS
+  size = _CHUNK_PIXELS >> 1
+  while start < count:
+    while size > _MIN_CHUNK and size > count - start:
+      size >>= 1
+    pieces.append((start, size))
+    start += size
+  return pieces
+
+
+def _in_chunks(fn, *columns: np.ndarray) -> np.ndarray:
+  """`fn` over [N, ...] pixel arrays (equal N) in the pieces of `_chunks`,
+  each zero-padded to its size: [N, ...] of `fn`'s dtype."""
+  count = len(columns[0])
+  out = None
+  for start, size in _chunks(count) or [(0, _MIN_CHUNK)]:
+    parts = []
+    for column in columns:
+      part = np.zeros((size,) + column.shape[1:], column.dtype)
+      part[:min(size, count - start)] = column[start:start + size]
+      parts.append(part)
+    result = np.asarray(fn(*parts))
+    if out is None:
+      out = np.empty((count,) + result.shape[1:], result.dtype)
+    out[start:start + size] = result[:count - start]
   return out
 
 
@@ -121,10 +142,8 @@ def join_lightness(image: Image.Image, ab: np.ndarray) -> np.ndarray:
   """The image's L* with a*b* of its own size [H, W, 2] -> uint8 RGB."""
   width, height = image.size
   rgb = np.asarray(image.convert("RGB")).reshape(-1, 3)
-  lightness = _in_chunks(color.rgb_to_lab, rgb)[:, :1]
-  lab = np.concatenate([lightness, ab.reshape(-1, 2)], axis=-1)
-  out = _in_chunks(color.lab_to_rgb, lab)
-  return np.round(out * 255.0).astype(np.uint8).reshape(height, width, 3)
+  ab = np.asarray(ab, np.float32).reshape(-1, 2)
+  return _in_chunks(color.with_ab, rgb, ab).reshape(height, width, 3)
 
 
 # -- files ---------------------------------------------------------------------

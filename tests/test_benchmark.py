@@ -108,6 +108,23 @@ def test_colorize_timing_covers_every_stage(tmp_path):
                              5 / report["end_to_end_s"], rtol=1e-9)
 
 
+def test_inference_times_the_network_alone_with_its_flops():
+  """`--inference`: no folder, no training step; XLA's FLOP count of the
+  colorize program grows with the batch (the network is per image)."""
+  config = load_config("configs/cpu_budget.py", "smoke")
+  reports = [benchmark.run(config, steps=2, warmup=0, input_pipeline=False,
+                           input_batches=0, inference=True, colorize_batch=b)
+             for b in (1, 3)]
+  for batch, report in zip((1, 3), reports):
+    assert "step_time_s" not in report and "colorize_folder" not in report
+    assert report["colorize_batch"] == batch
+    assert report["network_cpu_time_s"] > 0
+    assert 0 < report["network_batch_min_s"] <= report["network_batch_s"]
+  np.testing.assert_allclose(reports[1]["network_flops_per_batch"],
+                             3 * reports[0]["network_flops_per_batch"],
+                             rtol=0.01)
+
+
 @pytest.mark.slow
 def test_cpu_step_vs_torch_times_both_in_their_own_processes(tmp_path):
   pytest.importorskip("torch")  # benchmarks/ needs it; the package does not.
@@ -132,3 +149,26 @@ def test_cpu_step_vs_torch_times_both_in_their_own_processes(tmp_path):
   rounds = [line for line in result.stderr.splitlines()
             if line.startswith("round ")]
   assert rounds[0].split()[2] == "jax" and rounds[1].split()[2] == "torch"
+
+
+@pytest.mark.slow
+def test_cpu_step_vs_torch_compares_inference_and_the_matmul_ceiling(tmp_path):
+  pytest.importorskip("torch")
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run(
+      [sys.executable, str(REPO / "benchmarks/cpu_step_vs_torch.py"),
+       "--image_size=32", "--batch_size=2", "--threads=1", "--rounds=1",
+       "--steps=2", "--warmup=1", "--inference", "--ceiling"],
+      capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert report["mode"] == "inference"
+  both = report["two_processes"]
+  for name in ("jax", "torch"):
+    np.testing.assert_allclose(both[f"{name}_images_per_s"],
+                               2 / both[f"{name}_step_time_s"], rtol=1e-9)
+    assert report["ceiling"][f"{name}_matmul_gflops_per_s"] > 0
+    assert 0 < both[f"{name}_share_of_matmul"]
+  # The generator's forward pass at 32 px, batch 2: far less than a step.
+  assert 0 < both["gflop_per_step"] < 10

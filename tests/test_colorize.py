@@ -11,6 +11,7 @@ from PIL import Image
 from skimage import color as skcolor
 
 import helpers
+from jaxcolor import color
 from jaxcolor import colorize
 from jaxcolor import photo_io
 
@@ -126,6 +127,30 @@ def test_predicted_ab_is_upsampled_and_joined_to_full_resolution_lightness():
   np.testing.assert_allclose(np.median(lab[left][:, 1:], axis=0), [12, -8], atol=1.5)
   np.testing.assert_allclose(np.median(lab[right][:, 1:], axis=0), [-12, -8], atol=1.5)
   np.testing.assert_allclose(lab[in_gamut][:, 0], lab_in[in_gamut][:, 0], atol=1.0)
+
+
+@pytest.mark.parametrize("count", [1, 5000, 16384, 98304, 98305, 1500000])
+def test_chunks_cover_every_pixel_once_with_little_padding(count):
+  pieces = photo_io._chunks(count)
+  starts = [start for start, _ in pieces]
+  assert starts[0] == 0
+  for (start, size), following in zip(pieces, starts[1:] + [None]):
+    assert size & (size - 1) == 0            # Powers of two: few shapes.
+    assert photo_io._MIN_CHUNK <= size <= photo_io._CHUNK_PIXELS
+    assert following is None or following == start + size
+  end = pieces[-1][0] + pieces[-1][1]
+  assert count <= end < count + photo_io._MIN_CHUNK
+
+
+def test_join_lightness_over_several_chunks_equals_one_program(monkeypatch):
+  # Small chunks, so that a 100 x 70 photo takes three calls and padding.
+  monkeypatch.setattr(photo_io, "_MIN_CHUNK", 1024)
+  monkeypatch.setattr(photo_io, "_CHUNK_PIXELS", 4096)
+  photo = _photo(100, 70)
+  ab = np.random.default_rng(1).uniform(-60, 60, (70, 100, 2)).astype(np.float32)
+  assert len(photo_io._chunks(7000)) == 3
+  whole = np.asarray(jax.jit(color.with_ab)(np.asarray(photo), ab))
+  np.testing.assert_array_equal(photo_io.join_lightness(photo, ab), whole)
 
 
 def test_arrays_of_every_kind_and_colour_reduced_to_lightness(colorizer):

@@ -152,12 +152,19 @@ def _phase_convolutions(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Ar
   def phase(row_phase, col_phase):
     row_taps, row_lo, row_hi = _phase_taps(k, padding, row_phase)
     col_taps, col_lo, col_hi = _phase_taps(k, padding, col_phase)
-    sub_kernel = kernel[jnp.array(row_taps)][:, jnp.array(col_taps)]
+    sub_kernel = _taps(_taps(kernel, row_taps, 0), col_taps, 1)
     return lax.conv_general_dilated(
         x, sub_kernel, window_strides=(1, 1),
         padding=((row_lo, row_hi), (col_lo, col_hi)),
         dimension_numbers=_DIMENSIONS)
   return _interleaved(phase)
+
+
+def _taps(kernel: jax.Array, taps: list[int], axis: int) -> jax.Array:
+  """`kernel`'s taps `taps` along `axis`, as static slices: indexing with an
+  array would be a gather that XLA:CPU runs at every step."""
+  return jnp.concatenate(
+      [lax.slice_in_dim(kernel, t, t + 1, axis=axis) for t in taps], axis=axis)
 
 
 def _interleaved(phase) -> jax.Array:
@@ -170,11 +177,14 @@ def _interleaved(phase) -> jax.Array:
   return y.reshape(batch, 2 * height, 2 * width, features)
 
 
-# Up to this many output channels a transposed convolution's forward pass is
-# one matrix product (`_tap_products`): XLA:CPU runs a convolution with 2
-# outputs (every generator's last layer, ab) an order of magnitude slower
-# than that product; at 32 outputs the convolutions win (docs/benchmarks.md).
-_FEW_OUTPUTS = 16
+# Up to this many output channels a transposed convolution's forward pass
+# (and a strided convolution's input gradient) is one matrix product
+# (`_tap_products`): XLA:CPU runs a convolution with 2 outputs (every
+# generator's last layer, ab) an order of magnitude slower than that
+# product, and a phase convolution with 64 outputs on one thread where the
+# product takes both; from 128 outputs the convolutions win
+# (docs/benchmarks.md, "Third round").
+_FEW_OUTPUTS = 64
 
 
 def _tap_products(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
@@ -385,7 +395,8 @@ class ConvTranspose2x(_Stride2Conv):
   kernel_size, stride=2, padding, output_padding)` with the kernel stored as
   `kernel[kh, kw, in, out]` in PyTorch's tap order (`weight.permute(2, 3, 0, 1)`
   converts a PyTorch weight). Its forward pass is four stride-1 convolutions,
-  one per output phase (row parity x column parity), interleaved; its
+  one per output phase (row parity x column parity), interleaved (with at
+  most `_FEW_OUTPUTS` outputs, one matrix product and shifted sums); its
   gradients are those of the adjoint strided convolution (`conv_transpose_2x`).
   XLA:CPU takes the weight gradient of `lax.conv_transpose` (an lhs-dilated
   convolution) far slower than its forward (docs/benchmarks.md). With
