@@ -29,6 +29,7 @@ import json
 import queue
 import sys
 import threading
+import time
 import urllib.parse
 from typing import Sequence
 
@@ -52,6 +53,14 @@ class RequestError(Exception):
 class Limits:
   max_upload_bytes: int = 20 << 20
   max_pixels: int = 40_000_000
+
+
+# An upload over the limit is read and dropped, up to this many times the
+# limit and for at most this long, before the 413 goes out: a client still
+# sending would otherwise meet a closed socket (a broken pipe, or a reset
+# that discards the answer) instead of the error's message.
+_DISCARD_FACTOR = 4
+_DISCARD_SECONDS = 5.0
 
 
 def decode(data: bytes, limits: Limits) -> Image.Image:
@@ -139,6 +148,21 @@ def make_handler(batcher: Batcher, limits: Limits, info: dict):
       self._send(status, json.dumps({"error": message}).encode(),
                  "application/json")
 
+    def _discard(self, length: int) -> None:
+      """Reads and drops up to `length` bytes of the request body, within
+      the `_DISCARD_*` bounds; what is left is cut off with the connection."""
+      left = min(length, _DISCARD_FACTOR * limits.max_upload_bytes)
+      deadline = time.monotonic() + _DISCARD_SECONDS
+      try:
+        self.connection.settimeout(_DISCARD_SECONDS)
+        while left > 0 and time.monotonic() < deadline:
+          chunk = self.rfile.read1(min(left, 1 << 16))
+          if not chunk:
+            break
+          left -= len(chunk)
+      except OSError:
+        pass
+
     def do_GET(self):
       path = urllib.parse.urlsplit(self.path).path
       if path == "/":
@@ -158,6 +182,7 @@ def make_handler(batcher: Batcher, limits: Limits, info: dict):
         if length is None:
           raise RequestError(411, "send the image with a Content-Length.")
         if int(length) > limits.max_upload_bytes:
+          self._discard(int(length))
           raise RequestError(413, f"upload of {int(length):,} bytes is over "
                              f"the limit of {limits.max_upload_bytes:,}.")
         image = decode(self.rfile.read(int(length)), limits)
