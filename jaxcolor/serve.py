@@ -181,11 +181,15 @@ def make_handler(batcher: Batcher, limits: Limits, info: dict):
         length = self.headers.get("Content-Length")
         if length is None:
           raise RequestError(411, "send the image with a Content-Length.")
-        if int(length) > limits.max_upload_bytes:
-          self._discard(int(length))
-          raise RequestError(413, f"upload of {int(length):,} bytes is over "
+        if not length.strip().isdigit():
+          raise RequestError(400, f"Content-Length {length!r} is not a "
+                             "byte count.")
+        length = int(length)
+        if length > limits.max_upload_bytes:
+          self._discard(length)
+          raise RequestError(413, f"upload of {length:,} bytes is over "
                              f"the limit of {limits.max_upload_bytes:,}.")
-        image = decode(self.rfile.read(int(length)), limits)
+        image = decode(self.rfile.read(length), limits)
         if render_size is not None:
           batcher.colorizer(render_size)  # A size it cannot take: 400 now.
         rgb = batcher.submit(image, render_size).result()

@@ -104,6 +104,15 @@ def test_bad_uploads_are_4xx_and_the_server_keeps_serving(server, body, query,
   assert ok == 200
 
 
+def test_a_content_length_that_is_no_number_is_named(server):
+  port, _ = server
+  got, kind, data = _post(port, b"", headers={"Content-Length": "lots"})
+  assert got == 400 and kind == "application/json"
+  assert "Content-Length 'lots' is not a byte count" in json.loads(data)["error"]
+  ok, _, _ = _post(port, _jpeg(SAMPLE / "bsds_test_140006.jpg"))
+  assert ok == 200
+
+
 def test_command_line_serves_on_localhost(tmp_path):
   run = tmp_path / "run"
   helpers.make_checkpoint(helpers.load_config("configs/default.py"), run,
