@@ -172,3 +172,30 @@ def test_cpu_step_vs_torch_compares_inference_and_the_matmul_ceiling(tmp_path):
     assert 0 < both[f"{name}_share_of_matmul"]
   # The generator's forward pass at 32 px, batch 2: far less than a step.
   assert 0 < both["gflop_per_step"] < 10
+
+
+def test_layer_forms_times_each_form_and_checks_the_tap_forms_agree(tmp_path):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run(
+      [sys.executable, str(REPO / "benchmarks/layer_forms.py"),
+       "--batch_size=1", "--repeats=1"],
+      capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.splitlines()
+  adjoint = lines.index(next(l for l in lines if l.startswith("adjoint")))
+  # A header, then one row per shape: five numbers of ms and two rates.
+  rows = lines[adjoint + 2:adjoint + 7]
+  assert [row.split()[:3] for row in rows][0] == ["4", "1024", "512"]
+  assert all(float(value.rstrip(",")) > 0 for row in rows
+             for value in row.split()[3:])
+  adam = lines.index(next(l for l in lines if l.startswith("adam")))
+  assert len([l for l in lines[adam + 1:adam + 4] if l.split()[-1]]) == 3
+  # The taps table asserts the two tap forms agree before timing them.
+  assert sum(l.strip().startswith(("32", "64", "4 ")) for l in lines
+             if "->" in l) == 4
+  wrong = subprocess.run(
+      [sys.executable, str(REPO / "benchmarks/layer_forms.py"),
+       "--tables=adjoint,nope"], capture_output=True, text=True,
+      cwd=tmp_path, env=env, timeout=120)
+  assert wrong.returncode == 2 and "unknown nope" in wrong.stderr

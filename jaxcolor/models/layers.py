@@ -200,9 +200,6 @@ def _tap_products(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
   products = jnp.einsum("bhwi,iq->bhwq", x, kernel.transpose(2, 0, 1, 3)
                         .reshape(channels, k * k * features))
   products = products.reshape(batch, height, width, k, k, features)
-  margin = k // 2
-  products = jnp.pad(products, ((0, 0), (margin, margin), (margin, margin),
-                                (0, 0), (0, 0), (0, 0)))
 
   def phase(row_phase, col_phase):
     row_taps, row_lo, _ = _phase_taps(k, padding, row_phase)
@@ -211,11 +208,26 @@ def _tap_products(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
     for i, row_tap in enumerate(row_taps):
       for j, col_tap in enumerate(col_taps):
         # The i-th tap (by input offset) reads input m + i - lo.
-        top, left = margin + i - row_lo, margin + j - col_lo
-        total = total + products[:, top:top + height, left:left + width,
-                                 row_tap, col_tap]
+        total = total + _shifted(products[:, :, :, row_tap, col_tap],
+                                 i - row_lo, j - col_lo)
     return total
   return _interleaved(phase)
+
+
+def _shifted(x: jax.Array, rows: int, cols: int) -> jax.Array:
+  """y[:, m, n] = x[:, m + rows, n + cols], zero outside x: a slice and a
+  pad, which XLA fuses into the sum that reads it (padding all the
+  products first would copy them, 16 x the output, once more)."""
+  height, width = x.shape[1:3]
+
+  def bounds(shift, size):
+    return max(0, shift), min(size, size + shift), (max(0, -shift),
+                                                    max(0, shift), 0)
+  top, bottom, row_pad = bounds(rows, height)
+  left, right, col_pad = bounds(cols, width)
+  window = x[:, top:bottom, left:right]
+  zero = jnp.zeros((), x.dtype)
+  return lax.pad(window, zero, ((0, 0, 0), row_pad, col_pad, (0, 0, 0)))
 
 
 def _strided(x: jax.Array, kernel: jax.Array, pads: tuple[int, int]) -> jax.Array:
@@ -285,6 +297,35 @@ def _strided_weight_gradient(x: jax.Array, grad: jax.Array, k: int,
   return jax.linear_transpose(lambda w: _strided(x, w, pads), kernel)(grad)[0]
 
 
+def _adjoint_weight_gradient(grad: jax.Array, x: jax.Array, k: int,
+                             pads: tuple[int, int]) -> jax.Array:
+  """The weight gradient of a transposed convolution of `x` [B, H, W, I]
+  pulled back from `grad` [B, 2H, 2W, O]: that of its adjoint, the strided
+  convolution of `grad`, with `x` as the cotangent, laid out [k, k, I, O].
+
+  One matrix product of x with `grad`'s patches, [I, k * k * O], so that O
+  stays the fastest-varying axis on the way to the kernel's layout: the
+  optimiser's updates read the gradient with that transpose fused in,
+  cheap when it moves whole rows of O, 3 x their time when it moves single
+  elements, as the convolution form's [O, k, k, I] needs. With the updates
+  counted the product is as fast or faster at every shape of these
+  networks (docs/benchmarks.md, "Fourth round"); the convolution form is
+  kept for patches over `_MAX_PATCHES` elements, to bound the memory.
+  """
+  patches_size = (grad.shape[0] * x.shape[1] * x.shape[2] * k * k
+                  * grad.shape[-1])
+  if patches_size > _MAX_PATCHES:
+    return _swap_io(_strided_weight_gradient(grad, x, k, pads))
+  flat = jnp.einsum("bhwi,bhwq->iq", x, _patches(grad, k, pads))
+  return flat.reshape(x.shape[-1], k, k, grad.shape[-1]).transpose(1, 2, 0, 3)
+
+
+# The largest patch tensor (elements; 256 MiB in float32) that
+# `_adjoint_weight_gradient` builds: a transposed convolution from 64 x 64 x
+# 256 to 128 x 128 x 64 at batch 16 (pix2pix at 256 px).
+_MAX_PATCHES = 1 << 26
+
+
 def _transposed_pads(kernel_size: int, padding: int,
                      output_padding: int) -> tuple[int, int]:
   """Padding of the stride-2 convolution adjoint to a transposed one."""
@@ -334,10 +375,8 @@ def _conv_transpose_2x_backward(padding, output_padding, residuals, grad):
   x, kernel = residuals
   pads = _transposed_pads(kernel.shape[0], padding, output_padding)
   grad_x = _strided_forward(grad, _swap_io(kernel), pads)
-  # The transposed convolution's weight gradient is the weight gradient of
-  # its adjoint, the strided convolution of `grad`, with x as its cotangent.
-  grad_kernel = _strided_weight_gradient(grad, x, kernel.shape[0], pads)
-  return grad_x.astype(x.dtype), _swap_io(grad_kernel).astype(kernel.dtype)
+  grad_kernel = _adjoint_weight_gradient(grad, x, kernel.shape[0], pads)
+  return grad_x.astype(x.dtype), grad_kernel.astype(kernel.dtype)
 
 
 conv_transpose_2x.defvjp(_conv_transpose_2x_forward, _conv_transpose_2x_backward)

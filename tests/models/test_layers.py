@@ -85,13 +85,16 @@ def test_conv_transpose_2x_matches_pytorch_formula(k, p, op, features):
       atol=1e-5, rtol=1e-5)
 
 
-# Inputs of up to, and of more than, `layers._SMALL_WEIGHT_GRADIENT`
-# positions: the weight gradient as a patch product, and as a convolution's.
+# Both forms of the weight gradient: the patch product and, with the patch
+# limit lowered to nothing, the adjoint convolution's.
+@pytest.mark.parametrize("max_patches", [None, 0])
 @pytest.mark.parametrize("shape", [(2, 4, 4, 3), (1, 5, 4, 3)])
 @pytest.mark.parametrize("features", FEATURES)
 @pytest.mark.parametrize("k,p,op", CONFIGS)
-def test_conv_transpose_2x_gradient_matches_lax_conv_transpose(k, p, op,
-                                                              features, shape):
+def test_conv_transpose_2x_gradient_matches_lax_conv_transpose(
+    k, p, op, features, shape, max_patches, monkeypatch):
+  if max_patches is not None:
+    monkeypatch.setattr(layers, "_MAX_PATCHES", max_patches)
   x = normal(shape, seed=3)
   module, params = _init_transpose(k, p, op, x, features)
   cotangent = normal((shape[0], 2 * shape[1], 2 * shape[2], features), seed=4)
