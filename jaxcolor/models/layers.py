@@ -316,8 +316,17 @@ def _adjoint_weight_gradient(grad: jax.Array, x: jax.Array, k: int,
                   * grad.shape[-1])
   if patches_size > _MAX_PATCHES:
     return _swap_io(_strided_weight_gradient(grad, x, k, pads))
-  flat = jnp.einsum("bhwi,bhwq->iq", x, _patches(grad, k, pads))
-  return flat.reshape(x.shape[-1], k, k, grad.shape[-1]).transpose(1, 2, 0, 3)
+  patches = _patches(grad, k, pads)
+  inputs, outputs = x.shape[-1], grad.shape[-1]
+  if k * k * outputs < inputs:
+    # XLA:CPU transposes the product's first operand (the pixels are its
+    # rows); here the patches are the smaller one (few outputs, as in every
+    # generator's last layer), and the element-wise swap the product's
+    # [k * k * O, I] then needs is of a small kernel.
+    flat = jnp.einsum("bhwq,bhwi->qi", patches, x)
+    return _swap_io(flat.reshape(k, k, outputs, inputs))
+  flat = jnp.einsum("bhwi,bhwq->iq", x, patches)
+  return flat.reshape(inputs, k, k, outputs).transpose(1, 2, 0, 3)
 
 
 # The largest patch tensor (elements; 256 MiB in float32) that

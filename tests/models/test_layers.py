@@ -85,10 +85,11 @@ def test_conv_transpose_2x_matches_pytorch_formula(k, p, op, features):
       atol=1e-5, rtol=1e-5)
 
 
-# Both forms of the weight gradient: the patch product and, with the patch
-# limit lowered to nothing, the adjoint convolution's.
+# Both forms of the weight gradient: the patch product (100 inputs: with few
+# outputs, its operands the other way round) and, with the patch limit
+# lowered to nothing, the adjoint convolution's.
 @pytest.mark.parametrize("max_patches", [None, 0])
-@pytest.mark.parametrize("shape", [(2, 4, 4, 3), (1, 5, 4, 3)])
+@pytest.mark.parametrize("shape", [(2, 4, 4, 3), (1, 5, 4, 3), (1, 3, 4, 100)])
 @pytest.mark.parametrize("features", FEATURES)
 @pytest.mark.parametrize("k,p,op", CONFIGS)
 def test_conv_transpose_2x_gradient_matches_lax_conv_transpose(
