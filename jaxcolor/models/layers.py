@@ -123,7 +123,8 @@ def _phase_taps(kernel_size: int, padding: int, phase: int) -> tuple[list[int], 
 #                    weight gradient: strided conv's own (patch product if small)
 #   transposed conv  forward: phase convolutions   (tap product if few outputs)
 #                    input gradient: strided conv of g
-#                    weight gradient: the strided conv's, with x as cotangent
+#                    weight gradient: x times g's patches (the adjoint
+#                                     strided conv's, with x as cotangent)
 #
 # Kernels are HWIO in PyTorch's tap order; `_swap_io` turns a kernel into that
 # of the adjoint (input and output channels exchanged).
@@ -306,11 +307,12 @@ def _adjoint_weight_gradient(grad: jax.Array, x: jax.Array, k: int,
   One matrix product of x with `grad`'s patches, [I, k * k * O], so that O
   stays the fastest-varying axis on the way to the kernel's layout: the
   optimiser's updates read the gradient with that transpose fused in,
-  cheap when it moves whole rows of O, 3 x their time when it moves single
+  cheap when it moves whole rows of O, twice their time when it moves single
   elements, as the convolution form's [O, k, k, I] needs. With the updates
-  counted the product is as fast or faster at every shape of these
-  networks (docs/benchmarks.md, "Fourth round"); the convolution form is
-  kept for patches over `_MAX_PATCHES` elements, to bound the memory.
+  counted the product is as fast or faster (within the noise) at every
+  shape of these networks (docs/benchmarks.md, "Fourth round"); the
+  convolution form is kept for patches over `_MAX_PATCHES` elements, to
+  bound the memory.
   """
   patches_size = (grad.shape[0] * x.shape[1] * x.shape[2] * k * k
                   * grad.shape[-1])
