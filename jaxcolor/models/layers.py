@@ -220,6 +220,8 @@ def _shifted(x: jax.Array, rows: int, cols: int) -> jax.Array:
   pad, which XLA fuses into the sum that reads it (padding all the
   products first would copy them, 16 x the output, once more)."""
   height, width = x.shape[1:3]
+  if abs(rows) >= height or abs(cols) >= width:
+    return jnp.zeros_like(x)  # Every read falls outside x.
 
   def bounds(shift, size):
     return max(0, shift), min(size, size + shift), (max(0, -shift),

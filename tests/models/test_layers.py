@@ -282,3 +282,16 @@ def test_resolve_conv_impl():
     layers.resolve_conv_impl("gpu")
   from jaxcolor import configuration
   assert configuration.CONV_IMPLS == layers.CONV_IMPLS
+
+
+@pytest.mark.parametrize("k,p", [(4, 1), (6, 2), (8, 3)])
+@pytest.mark.parametrize("shape", [(2, 1, 2, 3), (1, 3, 2, 5)])
+def test_tap_products_where_taps_reach_past_a_small_input(k, p, shape):
+  # With a kernel of 8 taps a row of 1 pixel is read 2 rows away: such
+  # reads are zeros, and the output is still exactly twice the input.
+  x = normal(shape, seed=17)
+  kernel = normal((k, k, shape[-1], 4), seed=18)
+  y = layers._tap_products(x, kernel, p)
+  assert y.shape == (shape[0], 2 * shape[1], 2 * shape[2], 4)
+  np.testing.assert_allclose(y, layers._dilated_transpose(x, kernel, p, 0),
+                             atol=1e-5, rtol=1e-5)
