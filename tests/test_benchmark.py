@@ -190,7 +190,9 @@ def test_layer_forms_times_each_form_and_checks_the_tap_forms_agree(tmp_path):
   assert all(float(value.rstrip(",")) > 0 for row in rows
              for value in row.split()[3:])
   adam = lines.index(next(l for l in lines if l.startswith("adam")))
-  assert len([l for l in lines[adam + 1:adam + 4] if l.split()[-1]]) == 3
+  layouts = lines[adam + 1:adam + 4]
+  assert [l.split()[0] for l in layouts] == ["contiguous", "swapped", "swap"]
+  assert all(float(l.split()[-1]) > 0 for l in layouts)
   # The taps table asserts the two tap forms agree before timing them.
   assert sum(l.strip().startswith(("32", "64", "4 ")) for l in lines
              if "->" in l) == 4

@@ -309,12 +309,11 @@ def _adjoint_weight_gradient(grad: jax.Array, x: jax.Array, k: int,
   One matrix product of x with `grad`'s patches, [I, k * k * O], so that O
   stays the fastest-varying axis on the way to the kernel's layout: the
   optimiser's updates read the gradient with that transpose fused in,
-  cheap when it moves whole rows of O, twice their time when it moves single
-  elements, as the convolution form's [O, k, k, I] needs. With the updates
-  counted the product is as fast or faster (within the noise) at every
-  shape of these networks (docs/benchmarks.md, "Fourth round"); the
-  convolution form is kept for patches over `_MAX_PATCHES` elements, to
-  bound the memory.
+  cheap when it moves whole rows of O, slow when it moves single elements,
+  as the convolution form's [O, k, k, I] needs. Timed with the updates
+  counted, the product is the faster form for these networks
+  (docs/benchmarks.md, "Fourth round"); the convolution form is kept for
+  patches over `_MAX_PATCHES` elements, to bound the memory.
   """
   patches_size = (grad.shape[0] * x.shape[1] * x.shape[2] * k * k
                   * grad.shape[-1])
