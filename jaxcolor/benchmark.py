@@ -364,6 +364,8 @@ def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
       "global_batch_size": config.batch_size,
       "compute_dtype": config.compute_dtype,
       "conv_impl": layers.resolve_conv_impl(config.get("conv_impl", "auto")),
+      # The XLA options the programs compiled with (None: XLA's defaults).
+      "compiler_options": layers.compiler_options(config),
       "device_kind": device.device_kind,
       "platform": device.platform,
       "device_count": jax.device_count(),

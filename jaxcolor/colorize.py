@@ -60,6 +60,7 @@ from jaxcolor import photo_io
 from jaxcolor import rundir
 from jaxcolor import systems
 from jaxcolor import video
+from jaxcolor.models import layers
 from jaxcolor.photo_io import FORMATS, colorize_files, find_inputs, load_image, save_image
 
 __all__ = ["Colorizer", "colorize_files", "find_inputs", "load_image",
@@ -129,6 +130,7 @@ class Colorizer:
     # Arrays that the output does not read are zeros inside the program,
     # which XLA drops with the computations that would have used them.
     self.network_fn = predict_ab
+    options = layers.compiler_options(system.config)
     self.devices = list(devices) if devices else default_devices()
     if len(self.devices) > 1:
       # Data parallel: the batch split over the devices, the arrays on each.
@@ -137,11 +139,11 @@ class Colorizer:
           "batch"))
       whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
       self._predict_ab = jax.jit(predict_ab, in_shardings=(whole, split),
-                                 out_shardings=split)
+                                 out_shardings=split, compiler_options=options)
       self._array_placement = whole
       self.batch_size = -(-batch_size // len(self.devices)) * len(self.devices)
     else:
-      self._predict_ab = jax.jit(predict_ab)
+      self._predict_ab = jax.jit(predict_ab, compiler_options=options)
       self._array_placement = self.devices[0]
     self.multiple = self._size_multiple() if render_size else 1
     if render_size is not None and render_size < self.multiple:

@@ -24,6 +24,7 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 GENERATOR_TEST_MODES = ("eval", "train")
 GENERATOR_EMA_RAMPS = ("steps", "gan")
 CONV_IMPLS = ("auto", "xla", "cpu")      # models.layers.CONV_IMPLS
+CPU_CONV_LIBRARIES = ("eigen", "ynnpack")  # models.layers.CPU_CONV_LIBRARIES
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -53,6 +54,12 @@ def base_config() -> ml_collections.ConfigDict:
   # forms tuned for XLA:CPU on the CPU; 'xla' or 'cpu' forces one. Same
   # function and parameters either way: checkpoints move between them.
   c.conv_impl = "auto"
+  # On the CPU backend, which library runs the convolutions of every jitted
+  # program with the networks (models/layers.py, `compiler_options`):
+  # 'eigen', XLA's own kernels (faster for these networks on the CPUs
+  # measured, docs/benchmarks.md), or 'ynnpack', XLA's default at our jaxlib.
+  # Ignored on GPU and TPU.
+  c.cpu_conv_library = "eigen"
   # A step whose loss, gradient norm or new state is non-finite is always
   # discarded (the state never holds a NaN, so no checkpoint does). False:
   # the run then stops, naming the network, the step and the last good
@@ -226,6 +233,9 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
            config.compute_dtype, f"one of {', '.join(COMPUTE_DTYPES)}")
   _require(config.get("conv_impl", "auto") in CONV_IMPLS, "conv_impl",
            config.get("conv_impl"), f"one of {', '.join(CONV_IMPLS)}")
+  _require(config.get("cpu_conv_library", "eigen") in CPU_CONV_LIBRARIES,
+           "cpu_conv_library", config.get("cpu_conv_library"),
+           f"one of {', '.join(CPU_CONV_LIBRARIES)}")
   _require(isinstance(config.skip_nonfinite_steps, bool),
            "skip_nonfinite_steps", config.skip_nonfinite_steps,
            "True (skip and count non-finite steps) or False (stop the run)")

@@ -21,6 +21,7 @@ from jaxcolor import color
 from jaxcolor import color_metrics
 from jaxcolor import image_grid
 from jaxcolor import parallel
+from jaxcolor.models import layers
 from jaxcolor.systems.base import System
 
 GRAY = "gray"
@@ -105,7 +106,8 @@ class Evaluator:
         make_eval_step(system, auc),
         in_shardings=(state_sharding, parallel.batch_sharded(mesh)),
         out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh),
-                       parallel.batch_sharded(mesh)))
+                       parallel.batch_sharded(mesh)),
+        compiler_options=layers.compiler_options(system.config))
 
   def evaluate(self, state: Any, batches: Iterable[dict[str, np.ndarray]],
                num_grid_images: int = 0) -> tuple[dict[str, float], dict]:

@@ -14,6 +14,7 @@ from orbax.checkpoint import multihost
 from jaxcolor import divergence
 from jaxcolor import parallel
 from jaxcolor import systems
+from jaxcolor.models import layers
 
 # How long the processes wait for each other's compilation of a step.
 _COMPILE_BARRIER_TIMEOUT_S = 3600
@@ -33,7 +34,8 @@ def jit_train_step(system: systems.System, mesh, abstract_state: Any,
       in_shardings=(state_sharding, parallel.batch_sharded(mesh),
                     parallel.replicated(mesh)),
       out_shardings=(state_sharding, parallel.replicated(mesh)),
-      donate_argnums=(0,))
+      donate_argnums=(0,),
+      compiler_options=layers.compiler_options(system.config))
   return step, state_sharding
 
 

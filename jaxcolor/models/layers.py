@@ -7,15 +7,19 @@ JAX), the ordinary and fastest form on GPU and TPU; 'cpu' is the custom-VJP
 forms below, which XLA:CPU differentiates quickly (docs/benchmarks.md);
 'auto' takes 'cpu' on the CPU backend and 'xla' on every other. Both compute
 the same function of the same parameters (tests/models/test_layers.py), so
-a checkpoint trained with one runs with the other.
+a checkpoint trained with one runs with the other. On the CPU backend,
+`compiler_options` also picks which library runs the convolutions
+(`cpu_conv_library`), for every jitted program that runs the networks.
 """
 
 import functools
+import os
 from typing import Any, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import logging
 from jax import lax
 
 Dtype = Any
@@ -41,6 +45,52 @@ def resolve_conv_impl(impl: str) -> str:
   if impl == "auto":
     return "cpu" if jax.default_backend() == "cpu" else "xla"
   return impl
+
+
+CPU_CONV_LIBRARIES = ("eigen", "ynnpack")
+
+# XLA:CPU (jaxlib 0.10) hands matrix products, reductions and convolutions
+# to YNNPACK. With its own convolution kernels (Eigen's) instead, every
+# config's step but the smallest DLA one ran faster, several by a quarter to
+# a half (docs/benchmarks.md, "Fifth round"). The option lists the library
+# fusions kept: every default one but convolutions.
+_YNN_FUSIONS_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+_WITHOUT_YNN_CONVOLUTIONS = ("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
+                             "LIBRARY_FUSION_TYPE_REDUCE")
+
+
+def compiler_options(config) -> dict[str, str] | None:
+  """XLA options for the programs that run `config`'s networks (`jax.jit`'s
+  `compiler_options`): on the CPU backend with `config.cpu_conv_library`
+  'eigen' (the default), convolutions in XLA's own kernels instead of
+  YNNPACK's; None (XLA's defaults) on GPU and TPU, with 'ynnpack', or where
+  the user's XLA_FLAGS set the same option (theirs wins)."""
+  library = config.get("cpu_conv_library", "eigen")
+  if library not in CPU_CONV_LIBRARIES:
+    raise ValueError(f"cpu_conv_library={library!r}; expected one of "
+                     f"{', '.join(CPU_CONV_LIBRARIES)}.")
+  if (library == "ynnpack" or jax.default_backend() != "cpu"
+      or _YNN_FUSIONS_OPTION in os.environ.get("XLA_FLAGS", "")
+      or not _option_supported()):
+    return None
+  return {_YNN_FUSIONS_OPTION: _WITHOUT_YNN_CONVOLUTIONS}
+
+
+@functools.cache
+def _option_supported() -> bool:
+  """Whether this jaxlib's XLA knows the option's values (it is
+  experimental: a later XLA may rename them); if not, XLA's defaults are
+  kept, with a warning."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options={
+        _YNN_FUSIONS_OPTION: _WITHOUT_YNN_CONVOLUTIONS}).lower(
+            jnp.zeros(())).compile()
+  except Exception as error:  # noqa: BLE001 - any refusal means: leave it.
+    logging.warning("This XLA refuses %s=%s (%s); convolutions stay with "
+                    "its default library.", _YNN_FUSIONS_OPTION,
+                    _WITHOUT_YNN_CONVOLUTIONS, str(error).splitlines()[0])
+    return False
+  return True
 
 
 def check_norm(norm: str) -> None:
@@ -243,9 +293,10 @@ def _strided(x: jax.Array, kernel: jax.Array, pads: tuple[int, int]) -> jax.Arra
 def _strided_forward(x: jax.Array, kernel: jax.Array,
                      pads: tuple[int, int]) -> jax.Array:
   """Stride-2 convolution; a matrix product over the input's patches when
-  the output is small (at most `_SMALL_OUTPUT` positions), where XLA:CPU's
-  convolutions are 1.5-3x slower, or swap the operands when the kernel
-  covers more positions than the input."""
+  the output is small (at most `_SMALL_OUTPUT` positions) or the input has
+  few channels (at most `_FEW_INPUTS`), where XLA:CPU's convolutions are
+  1.5-5x slower, or swap the operands when the kernel covers more positions
+  than the input."""
   k = kernel.shape[0]
   batch, height, width, channels = x.shape
   low, high = pads
@@ -255,7 +306,7 @@ def _strided_forward(x: jax.Array, kernel: jax.Array,
     # product (the innermost U-Net level, 2 x 2 -> 1 x 1).
     taps = kernel[low:low + height, low:low + width]
     return jnp.einsum("bhwi,hwio->bo", x, taps)[:, None, None, :]
-  if rows * cols > _SMALL_OUTPUT:
+  if rows * cols > _SMALL_OUTPUT and channels > _FEW_INPUTS:
     return _strided(x, kernel, pads)
   return jnp.einsum("bhwq,qo->bhwo", _patches(x, k, pads),
                     kernel.reshape(k * k * channels, kernel.shape[-1]))
@@ -268,9 +319,14 @@ def _strided_forward(x: jax.Array, kernel: jax.Array,
 # 24 ms against 39 ms, 4 x 4 x 512 -> 2 x 2 x 1024 9.5 against 31; weight
 # gradient at 8 x 8 x 512 -> 4 x 4 x 512 17 against 33 ms but at 16 x 16 x
 # 256 -> 8 x 8 x 512 40 against 24 ms; from 16 x 16 outputs on the
-# convolutions are faster in both.
+# convolutions are faster in both. With at most `_FEW_INPUTS` input channels
+# (the photo's L*, the discriminator's L*a*b*) both passes take the patch
+# product at every size: the patches are small (16 I per position), and
+# XLA:CPU's own convolution kernels run such inputs 2-5 x slower than the
+# product (docs/benchmarks.md, "Fifth round").
 _SMALL_OUTPUT = 64
 _SMALL_WEIGHT_GRADIENT = 16
+_FEW_INPUTS = 4
 
 
 def _strided_output_size(shape: tuple[int, ...], k: int,
@@ -293,7 +349,7 @@ def _strided_weight_gradient(x: jax.Array, grad: jax.Array, k: int,
                              pads: tuple[int, int]) -> jax.Array:
   """d/dkernel of `_strided(x, kernel, pads)` pulled back from `grad`."""
   rows, cols = grad.shape[1:3]
-  if rows * cols <= _SMALL_WEIGHT_GRADIENT:
+  if rows * cols <= _SMALL_WEIGHT_GRADIENT or x.shape[-1] <= _FEW_INPUTS:
     flat = jnp.einsum("bhwq,bhwo->qo", _patches(x, k, pads), grad)
     return flat.reshape(k, k, x.shape[-1], grad.shape[-1])
   kernel = jax.ShapeDtypeStruct((k, k, x.shape[-1], grad.shape[-1]), x.dtype)
@@ -412,8 +468,9 @@ class Conv2x(_Stride2Conv):
   The same function and parameters as `nn.Conv(features, (k, k), strides=2,
   padding=padding)` (PyTorch's `Conv2d(in, out, k, stride=2, padding)`), with
   the passes computed in XLA:CPU's fast forms (`conv_2x`). Forward values are
-  those of `nn.Conv`, except for outputs of at most 8 x 8, which take the
-  patch product (the same sums in another order, within 1e-5). With
+  those of `nn.Conv`, except for outputs of at most 8 x 8 and inputs of at
+  most 4 channels, which take the patch product (the same sums in another
+  order, within 1e-5). With
   `impl='xla'` (see `resolve_conv_impl`) it is XLA's strided convolution.
 
   Attributes:

@@ -1,9 +1,12 @@
 """Shared building blocks: ConvTranspose2x against PyTorch's formula, Conv2x
 against nn.Conv, Normalization."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from jax import lax
@@ -160,12 +163,14 @@ def test_conv_transpose_2x_of_one_pixel_and_its_gradients(k, p, op):
 
 
 # Input sizes through every form of conv_2x: the strided convolution and its
-# own weight gradient (more than `layers._SMALL_OUTPUT` output positions), the
-# patch product with a convolution's weight gradient (more than
-# `_SMALL_WEIGHT_GRADIENT`), patch products in both, and the matrix product
-# of one output pixel.
-@pytest.mark.parametrize("shape", [(1, 18, 20, 3), (2, 10, 8, 3), (2, 8, 6, 3),
-                                   (2, 4, 4, 3), (3, 2, 4, 2), (2, 2, 2, 5)])
+# own weight gradient (more than `layers._SMALL_OUTPUT` output positions and
+# more than `_FEW_INPUTS` channels), the patch product with a convolution's
+# weight gradient (more than `_SMALL_WEIGHT_GRADIENT`), patch products in
+# both (also for few channels at any size), and the matrix product of one
+# output pixel.
+@pytest.mark.parametrize("shape", [(1, 18, 20, 5), (1, 18, 20, 3),
+                                   (2, 10, 8, 5), (2, 8, 6, 3), (2, 4, 4, 3),
+                                   (3, 2, 4, 2), (2, 2, 2, 5)])
 def test_conv_2x_is_nn_conv_with_the_same_gradients(shape):
   x = normal(shape, seed=14)
   ours = layers.Conv2x(6)
@@ -295,3 +300,84 @@ def test_tap_products_where_taps_reach_past_a_small_input(k, p, shape):
   assert y.shape == (shape[0], 2 * shape[1], 2 * shape[2], 4)
   np.testing.assert_allclose(y, layers._dilated_transpose(x, kernel, p, 0),
                              atol=1e-5, rtol=1e-5)
+
+
+def _ynn_convolutions(compiled) -> int:
+  """YNNPACK fusions in a compiled CPU program whose body convolves."""
+  text = compiled.as_text()
+  count = 0
+  for name in re.findall(r"calls=(%[\w.\-]+)[^\n]*__ynn_fusion", text):
+    body = text[text.index(f"\n{name} "):]
+    count += " convolution(" in body[:body.index("\n}")]
+  return count
+
+
+def test_compiler_options_move_convolutions_off_ynnpack(monkeypatch):
+  # On the CPU, the default config's programs convolve in XLA's own kernels
+  # and keep YNNPACK's matrix products; 'ynnpack', or the user's own
+  # XLA_FLAGS for the same option, leaves XLA's defaults.
+  if jax.default_backend() != "cpu":
+    pytest.skip("XLA:CPU's option")
+  config = ml_collections.ConfigDict({"cpu_conv_library": "eigen"})
+  options = layers.compiler_options(config)
+  assert options is not None
+  x, kernel = normal((2, 8, 8, 16), seed=1), normal((4, 4, 16, 32), seed=2)
+
+  def network(x, kernel):
+    y = lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                 dimension_numbers=layers._DIMENSIONS)
+    return y.reshape(-1, 32) @ kernel.reshape(-1, 32).T
+
+  default = jax.jit(network).lower(x, kernel).compile()
+  eigen = jax.jit(network, compiler_options=options).lower(x, kernel).compile()
+  assert _ynn_convolutions(default) == 1
+  assert _ynn_convolutions(eigen) == 0
+  assert "__ynn_fusion" in eigen.as_text()  # The product stays on YNNPACK.
+  np.testing.assert_allclose(eigen(x, kernel), default(x, kernel),
+                             rtol=1e-5, atol=1e-4)
+
+  assert layers.compiler_options(
+      ml_collections.ConfigDict({"cpu_conv_library": "ynnpack"})) is None
+  assert layers.compiler_options(ml_collections.ConfigDict()) == options
+  monkeypatch.setenv("XLA_FLAGS",
+                     "--xla_cpu_experimental_ynn_fusion_type=-individual_dot")
+  assert layers.compiler_options(config) is None
+  with pytest.raises(ValueError, match="cpu_conv_library='mkl'"):
+    layers.compiler_options(ml_collections.ConfigDict(
+        {"cpu_conv_library": "mkl"}))
+  from jaxcolor import configuration
+  assert configuration.CPU_CONV_LIBRARIES == layers.CPU_CONV_LIBRARIES
+
+
+def test_training_step_and_colorizer_compile_with_the_config_library():
+  # The option reaches the programs users run: the training step and the
+  # colorize network of the smoke pix2pix config.
+  if jax.default_backend() != "cpu":
+    pytest.skip("XLA:CPU's option")
+  import helpers  # noqa: PLC0415
+  from jaxcolor import colorize  # noqa: PLC0415
+  from jaxcolor import experiment  # noqa: PLC0415
+  from jaxcolor import parallel  # noqa: PLC0415
+  from jaxcolor import train_step  # noqa: PLC0415
+  counts = {}
+  for library in ("eigen", "ynnpack"):
+    config = helpers.load_config("configs/pix2pix.py")
+    config.cpu_conv_library = library
+    config.generator.ngf = 32  # Wide enough for YNNPACK to take the
+    config.image_size = 64     # generator's convolutions.
+    built = experiment.build(config, data="none",
+                             devices=jax.local_devices()[:1])
+    step, _ = train_step.jit_train_step(built.system, built.mesh,
+                                        built.abstract_state)
+    batch = parallel.global_batch(
+        helpers.random_batch(config.batch_size, config.image_size), built.mesh)
+    compiled = step.lower(built.abstract_state, batch, built.step_rng).compile()
+    state = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
+                         built.abstract_state)
+    colorizer = colorize.Colorizer(built.system, state,
+                                   image_size=config.image_size, batch_size=2)
+    rgb = np.zeros((2, config.image_size, config.image_size, 3), np.uint8)
+    counts[library] = (_ynn_convolutions(compiled),
+                       _ynn_convolutions(colorizer.lowered(rgb).compile()))
+  assert counts["eigen"] == (0, 0)
+  assert min(counts["ynnpack"]) > 0
