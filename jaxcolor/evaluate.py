@@ -36,6 +36,7 @@ from jaxcolor import experiment as experiment_lib
 from jaxcolor import fid as fid_lib
 from jaxcolor import report
 from jaxcolor import rundir as rundir_lib
+from jaxcolor.models import layers
 from jaxcolor.errors import ConfigError
 
 # Shown in the log summary, in this order (the JSON has everything).
@@ -90,7 +91,8 @@ def _fid_accumulator(config: ml_collections.ConfigDict, mesh):
     raise ConfigError(
         f"config.evaluation.fid_weights={path!r}: {e}") from None
   logging.info("FID: Inception weights %s (sha256 verified).", path)
-  return fid_lib.FIDAccumulator(fid_lib.InceptionFeatures(variables, mesh))
+  return fid_lib.FIDAccumulator(fid_lib.InceptionFeatures(
+      variables, mesh, compiler_options=layers.compiler_options(config)))
 
 
 def _image_captions(images: dict[str, np.ndarray]) -> list[str]:

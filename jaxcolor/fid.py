@@ -259,16 +259,23 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
 
 
 class InceptionFeatures:
-  """The FID network jitted over the mesh: RGB [B, H, W, 3] -> [B, 2048]."""
+  """The FID network jitted over the mesh: RGB [B, H, W, 3] -> [B, 2048].
+
+  `compiler_options`: `jax.jit`'s, e.g. the run's
+  `layers.compiler_options(config)` (on the CPU, XLA's own convolution
+  kernels: Inception's forward pass in half the time, docs/benchmarks.md).
+  """
 
   def __init__(self, variables: Mapping[str, Any], mesh,
-               model: Any | None = None):
+               model: Any | None = None,
+               compiler_options: dict[str, str] | None = None):
     self.model = model if model is not None else inception.FIDInceptionV3()
     self.variables = jax.device_put(dict(variables), parallel.replicated(mesh))
     self._apply = jax.jit(
         lambda variables, rgb: self.model.apply(variables, rgb, train=False),
         in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-        out_shardings=parallel.batch_sharded(mesh))
+        out_shardings=parallel.batch_sharded(mesh),
+        compiler_options=compiler_options)
 
   def __call__(self, rgb: jax.Array) -> jax.Array:
     return self._apply(self.variables, rgb)

@@ -22,6 +22,7 @@ from jaxcolor import experiment
 from jaxcolor import fid
 from jaxcolor import parallel
 from jaxcolor import systems
+from jaxcolor.models import layers
 
 
 def _stand_in_features(rgb: jax.Array) -> jax.Array:
@@ -219,3 +220,29 @@ def test_main_evaluate_mode_on_a_folder_with_fid(tmp_path):
     evaluate.evaluate_checkpoints(config, str(run))
   with pytest.raises(evaluate.NoCheckpointError, match="No checkpoints"):
     evaluate.evaluate_checkpoints(config, str(tmp_path / "empty"))
+
+
+def test_fid_network_compiles_with_the_run_compiler_options(tmp_path,
+                                                             monkeypatch):
+  # Inception's forward pass takes the same XLA:CPU options as the run's
+  # networks (on the CPU: XLA's own convolution kernels).
+  config = helpers.load_config("configs/pix2pix.py")
+  weights = tmp_path / "fid_inception.npz"
+  _made_up_fid_weights(weights)
+  config.evaluation.fid_weights = str(weights)
+  made = {}
+
+  def features(variables, mesh, model=None, compiler_options=None):
+    made["options"] = compiler_options
+    return object()
+
+  monkeypatch.setattr(evaluate.fid_lib, "InceptionFeatures", features)
+  for library in ("eigen", "ynnpack"):
+    config.cpu_conv_library = library
+    evaluate._fid_accumulator(config, mesh=None)
+    assert made["options"] == layers.compiler_options(config)
+  if jax.default_backend() == "cpu":
+    assert made["options"] is None  # 'ynnpack': XLA's defaults.
+    config.cpu_conv_library = "eigen"
+    evaluate._fid_accumulator(config, mesh=None)
+    assert made["options"] is not None
