@@ -36,8 +36,8 @@ from jaxcolor import experiment as experiment_lib
 from jaxcolor import fid as fid_lib
 from jaxcolor import report
 from jaxcolor import rundir as rundir_lib
-from jaxcolor.models import layers
 from jaxcolor.errors import ConfigError
+from jaxcolor.models import layers
 
 # Shown in the log summary, in this order (the JSON has everything).
 _SUMMARY = ("psnr", "ssim", "pixel_accuracy", "raw_accuracy_auc", "ab_mse",
