@@ -263,7 +263,8 @@ class InceptionFeatures:
 
   `compiler_options`: `jax.jit`'s, e.g. the run's
   `layers.compiler_options(config)` (on the CPU, XLA's own convolution
-  kernels: Inception's forward pass in half the time, docs/benchmarks.md).
+  kernels, the faster ones for this network: docs/benchmarks.md, "Fifth
+  round").
   """
 
   def __init__(self, variables: Mapping[str, Any], mesh,

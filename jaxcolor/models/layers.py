@@ -295,8 +295,8 @@ def _strided_forward(x: jax.Array, kernel: jax.Array,
   """Stride-2 convolution; a matrix product over the input's patches when
   the output is small (at most `_SMALL_OUTPUT` positions) or the input has
   few channels (at most `_FEW_INPUTS`), where XLA:CPU's convolutions are
-  1.5-5x slower, or swap the operands when the kernel covers more positions
-  than the input."""
+  slower (docs/benchmarks.md), or swap the operands when the kernel covers
+  more positions than the input."""
   k = kernel.shape[0]
   batch, height, width, channels = x.shape
   low, high = pads
@@ -322,8 +322,8 @@ def _strided_forward(x: jax.Array, kernel: jax.Array,
 # convolutions are faster in both. With at most `_FEW_INPUTS` input channels
 # (the photo's L*, the discriminator's L*a*b*) both passes take the patch
 # product at every size: the patches are small (16 I per position), and
-# XLA:CPU's own convolution kernels run such inputs 2-5 x slower than the
-# product (docs/benchmarks.md, "Fifth round").
+# XLA:CPU's own convolution kernels run such inputs slower than the product
+# (docs/benchmarks.md, "Fifth round").
 _SMALL_OUTPUT = 64
 _SMALL_WEIGHT_GRADIENT = 16
 _FEW_INPUTS = 4
