@@ -14,8 +14,10 @@ with the other. Both inherit this process's environment (start it with the
 
 Reported: each side's median step time over the rounds (each round's value
 the median of its steps), the cores each kept busy (process CPU time over
-wall time), the achieved rate against `--peak_gflops` on the FLOP count XLA
-gives for our step (the two steps compute the same layers), and
+wall time), the achieved rate against `--peak_gflops` on the model's FLOP count (XLA's
+count of our step with direct convolutions, `model_flops_per_step`: the two
+steps compute the same layers, ours with fewer products where it takes
+Winograd's forms), and
 `jax_over_torch`, our time over the reference's (parity: 1; the issue's
 target 0.8). `--ceiling` also times a large float32 matrix product in
 each framework (each in its own process): the best rate these cores
@@ -71,8 +73,9 @@ def _timing(name: str, out: dict) -> tuple[float, float, float | None]:
   """(wall s, CPU s, FLOPs) of one process's step or inference batch."""
   if name == "jax" and "network_batch_s" in out:
     return (out["network_batch_s"], out["network_cpu_time_s"],
-            out.get("network_flops_per_batch"))
-  return out["step_time_s"], out["step_cpu_time_s"], out.get("flops_per_step")
+            out.get("network_model_flops_per_batch"))
+  return (out["step_time_s"], out["step_cpu_time_s"],
+          out.get("model_flops_per_step"))
 
 
 def last_json(command: list[str]) -> dict:

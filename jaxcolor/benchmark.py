@@ -15,9 +15,15 @@ no decoding, no host-to-device copy. It is timed after compilation and
 same number of steps dispatched back to back (one wait at the end), which is
 how the training loop runs them.
 
-FLOPs come from XLA's cost analysis of the compiled step (per device, times
-the device count); `mfu` divides the achieved rate by the devices' peak dense
-rate for the compute dtype, when the device is in `PEAK_FLOPS`.
+FLOPs come from XLA's cost analysis: `flops_per_step` of the compiled step
+(per device, times the device count: what the devices execute), and
+`model_flops_per_step` of the same step with XLA's own convolutions
+(`conv_impl='xla'`), lowered: the multiply-adds of the model's direct
+convolutions, the usual count behind a rate and MFU. The two differ on the
+CPU, whose forms (jaxcolor/models/layers.py) compute the same function with
+fewer products (Winograd's); `tflops_per_s` and `mfu` (the achieved rate
+over the devices' peak dense rate for the compute dtype, when the device is
+in `PEAK_FLOPS`) are on the model's count.
 
 `--colorize=FOLDER` times inference instead: the network alone at
 `config.image_size` and `--colorize_batch` (images/s), then the colorize
@@ -145,6 +151,26 @@ def _cost(compiled) -> dict[str, float]:
   return cost or {}
 
 
+def _with_xla_convolutions(config: ml_collections.ConfigDict
+                           ) -> ml_collections.ConfigDict:
+  """`config` with XLA's own convolutions (`conv_impl='xla'`): the direct
+  convolutions whose multiply-adds are the model's FLOPs. The networks'
+  parameters are the same in either form."""
+  config = config.copy_and_resolve_references()
+  config.conv_impl = "xla"
+  return config
+
+
+def _model_flops(lowered: jax.stages.Lowered) -> float | None:
+  """XLA's FLOP count of a lowered (not yet partitioned) program: the whole
+  computation, all devices together; None where the backend has none."""
+  try:
+    return _cost(lowered).get("flops")
+  except Exception as e:  # noqa: BLE001 - a count is optional, the timing is not.
+    logging.warning("No cost analysis of the lowered program: %s", e)
+    return None
+
+
 def _memory() -> dict[str, Any]:
   """Peak device memory where the backend reports it, and the host's RSS."""
   out: dict[str, Any] = {
@@ -184,9 +210,16 @@ def time_train_step(config: ml_collections.ConfigDict, *, steps: int,
   flops = cost.get("flops")
   # The compiled program is one device's part of the SPMD computation.
   flops_per_step = flops * jax.device_count() if flops else None
+  xla_built = experiment.build(_with_xla_convolutions(config), data="none")
+  xla_step, _ = train_step.jit_train_step(
+      xla_built.system, xla_built.mesh, xla_built.abstract_state, phase)
+  model_flops = _model_flops(xla_step.lower(xla_built.abstract_state,
+                                            batches[0], step_rng))
   if steps == 0:  # --steps=0: compile only (compile_s, FLOPs, memory).
     return {"phase": phase, "compile_s": compile_s, "init_s": init_s,
-            "flops_per_step": flops_per_step, "timed_steps": 0, **_memory()}
+            "flops_per_step": flops_per_step,
+            "model_flops_per_step": model_flops, "timed_steps": 0,
+            **_memory()}
 
   for i in range(warmup):
     state, metrics = compiled(state, batches[i % 2], step_rng)
@@ -207,7 +240,7 @@ def time_train_step(config: ml_collections.ConfigDict, *, steps: int,
   finite = all(np.isfinite(v) for v in jax.device_get(metrics).values())
 
   step_time = statistics.median(times)
-  achieved = flops_per_step / step_time if flops_per_step else None
+  achieved = model_flops / step_time if model_flops else None
   peak = peak_flops(device.device_kind, config.compute_dtype)
   return {
       "phase": phase,
@@ -220,6 +253,7 @@ def time_train_step(config: ml_collections.ConfigDict, *, steps: int,
       "compile_s": compile_s,
       "init_s": init_s,
       "flops_per_step": flops_per_step,
+      "model_flops_per_step": model_flops,
       "tflops_per_s": achieved / 1e12 if achieved else None,
       "peak_tflops_per_s_per_device": peak / 1e12 if peak else None,
       "mfu": achieved / (peak * jax.device_count()) if achieved and peak else None,
@@ -282,7 +316,10 @@ def time_network(colorizer: colorize.Colorizer, *, steps: int
   cpu = (time.process_time() - cpu) / max(steps, 1)
   flops = _cost(colorizer.lowered(batch).compile()).get("flops")
   network_s = statistics.median(times) if times else float("nan")
+  model = _colorizer(_with_xla_convolutions(colorizer.system.config),
+                     batch_size)
   return {"colorize_batch": batch_size, "network_compile_s": compile_s,
+          "network_model_flops_per_batch": _model_flops(model.lowered(batch)),
           "network_batch_s": network_s,
           "network_batch_min_s": min(times, default=float("nan")),
           "network_cpu_time_s": cpu,

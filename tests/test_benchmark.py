@@ -17,7 +17,7 @@ from jaxcolor import experiment
 from jaxcolor import systems
 
 REQUIRED = ("step_time_s", "images_per_s", "compile_s", "flops_per_step",
-            "tflops_per_s", "mfu", "device_kind", "device_count",
+            "model_flops_per_step", "tflops_per_s", "mfu", "device_kind", "device_count",
             "host_peak_rss_bytes")
 
 
@@ -41,7 +41,8 @@ def test_benchmark_prints_one_json_line_last(tmp_path):
                              8 / report["step_time_s"], rtol=1e-9)
   np.testing.assert_allclose(
       report["tflops_per_s"],
-      report["flops_per_step"] / report["step_time_s"] / 1e12, rtol=1e-9)
+      report["model_flops_per_step"] / report["step_time_s"] / 1e12,
+      rtol=1e-9)
   assert report["losses_finite"]
   # The input pipeline: 2 batches of the sample at 32 px after a warm-up one.
   assert report["input_images"] == 16 and report["input_images_per_cpu_s"] > 0
@@ -58,6 +59,24 @@ def test_flops_come_from_xla_and_count_the_step():
       x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
   flops = benchmark._cost(conv.lower(x, w).compile())["flops"]
   assert flops == 2 * 2 * (14 * 14) * 3 * 5
+
+
+def test_model_flops_count_direct_convolutions_whatever_the_form(
+    monkeypatch):
+  """`model_flops_per_step` (what rates and MFU divide) is the step's count
+  with XLA's own convolutions; Winograd's forms change what is executed
+  (`flops_per_step`: fewer products at the real sizes, more at the smoke
+  test's 32 px, where partial tiles are padded) but not the model's count."""
+  from jaxcolor.models import layers  # noqa: PLC0415
+  config = load_config("configs/cpu_budget.py", "smoke")
+  config.conv_impl = "cpu"
+  direct = benchmark.time_train_step(config, steps=0, warmup=0)
+  monkeypatch.setattr(layers, "_WINOGRAD_MIN_CHANNELS", 1)
+  monkeypatch.setattr(layers, "_WINOGRAD_MIN_GRID", 1)
+  fewer = benchmark.time_train_step(config, steps=0, warmup=0)
+  assert fewer["model_flops_per_step"] == direct["model_flops_per_step"]
+  assert fewer["flops_per_step"] != direct["flops_per_step"]
+  assert direct["model_flops_per_step"] > 0
 
 
 @pytest.mark.parametrize("kind,dtype,expected", [
@@ -123,9 +142,9 @@ def test_inference_times_the_network_alone_with_its_flops():
     assert report["colorize_batch"] == batch
     assert report["network_cpu_time_s"] > 0
     assert 0 < report["network_batch_min_s"] <= report["network_batch_s"]
-  np.testing.assert_allclose(reports[1]["network_flops_per_batch"],
-                             2 * reports[0]["network_flops_per_batch"],
-                             rtol=0.01)
+  for key in ("network_flops_per_batch", "network_model_flops_per_batch"):
+    np.testing.assert_allclose(reports[1][key], 2 * reports[0][key],
+                               rtol=0.01)
 
 
 @pytest.mark.slow

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 from absl import logging
 from jax import lax
 
+from jaxcolor.models import winograd
+
 Dtype = Any
 NormKind = Literal["batch", "instance", "none"]
 NORM_KINDS = ("batch", "instance", "none")
@@ -401,6 +403,24 @@ def _transposed_pads(kernel_size: int, padding: int,
   return padding, padding - output_padding
 
 
+# Stride-2 layers (4 x 4, padding 1) whose strided side has at least
+# `_WINOGRAD_MIN_GRID` x `_WINOGRAD_MIN_GRID` outputs and at least
+# `_WINOGRAD_MIN_CHANNELS` channels on both sides take Winograd's F(3 x 3,
+# 2 x 2) on the space-to-depth input in all three passes
+# (jaxcolor/models/winograd.py); below that size its transforms cost more
+# than the products it saves (docs/benchmarks.md, "Sixth round").
+_WINOGRAD_MIN_GRID = 16
+
+
+def _winograd_stride_2(kernel_shape: tuple[int, ...], padding: int,
+                       grid: int) -> bool:
+  """Whether a stride-2 layer takes the Winograd form: `grid` is the side
+  of the strided convolution's output (a transposed layer's input)."""
+  k, _, inputs, outputs = kernel_shape
+  return (k == 4 and padding == 1 and grid >= _WINOGRAD_MIN_GRID
+          and min(inputs, outputs) >= _WINOGRAD_MIN_CHANNELS)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_2x(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
   """PyTorch `Conv2d(k, stride=2, padding)`: [B, H, W, I] -> [B, H/2, W/2, O].
@@ -408,6 +428,8 @@ def conv_2x(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
   Needs kernel_size - 2 * padding == 2 and even H, W (exact halving), so
   that the input gradient is the `conv_transpose_2x` of the output gradient.
   """
+  if _winograd_stride_2(kernel.shape, padding, min(x.shape[1:3]) // 2):
+    return winograd.strided(x, kernel)
   return _strided_forward(x, kernel, (padding, padding))
 
 
@@ -417,6 +439,9 @@ def _conv_2x_forward(x, kernel, padding):
 
 def _conv_2x_backward(padding, residuals, grad):
   x, kernel = residuals
+  if _winograd_stride_2(kernel.shape, padding, min(x.shape[1:3]) // 2):
+    return (winograd.strided_input_gradient(grad, kernel).astype(x.dtype),
+            winograd.strided_weight_gradient(x, grad).astype(kernel.dtype))
   grad_x = _phase_convolutions(grad, _swap_io(kernel), padding)
   grad_kernel = _strided_weight_gradient(x, grad, kernel.shape[0],
                                          (padding, padding))
@@ -432,6 +457,8 @@ def conv_transpose_2x(x: jax.Array, kernel: jax.Array, padding: int,
   """PyTorch `ConvTranspose2d(k, stride=2, padding, output_padding)` with
   k - 2 * padding + output_padding == 2: [B, H, W, I] -> [B, 2H, 2W, O]."""
   del output_padding  # Only the output size depends on it: exactly 2H here.
+  if _winograd_stride_2(kernel.shape, padding, min(x.shape[1:3])):
+    return winograd.strided_input_gradient(x, _swap_io(kernel))
   return _phase_convolutions(x, kernel, padding)
 
 
@@ -441,6 +468,10 @@ def _conv_transpose_2x_forward(x, kernel, padding, output_padding):
 
 def _conv_transpose_2x_backward(padding, output_padding, residuals, grad):
   x, kernel = residuals
+  if _winograd_stride_2(kernel.shape, padding, min(x.shape[1:3])):
+    grad_x = winograd.strided(grad, _swap_io(kernel))
+    grad_kernel = _swap_io(winograd.strided_weight_gradient(grad, x))
+    return grad_x.astype(x.dtype), grad_kernel.astype(kernel.dtype)
   pads = _transposed_pads(kernel.shape[0], padding, output_padding)
   grad_x = _strided_forward(grad, _swap_io(kernel), pads)
   grad_kernel = _adjoint_weight_gradient(grad, x, kernel.shape[0], pads)
@@ -450,8 +481,9 @@ def _conv_transpose_2x_backward(padding, output_padding, residuals, grad):
 conv_transpose_2x.defvjp(_conv_transpose_2x_forward, _conv_transpose_2x_backward)
 
 
-class _Stride2Conv(nn.Module):
-  """The fields `Conv2x` and `ConvTranspose2x` share (see theirs)."""
+class _SquareConv(nn.Module):
+  """The fields `Conv1x`, `Conv2x` and `ConvTranspose2x` share (see
+  theirs)."""
   features: int
   kernel_size: int = 4
   padding: int = 1
@@ -462,7 +494,7 @@ class _Stride2Conv(nn.Module):
   impl: str = "auto"
 
 
-class Conv2x(_Stride2Conv):
+class Conv2x(_SquareConv):
   """A stride-2 convolution that halves height and width.
 
   The same function and parameters as `nn.Conv(features, (k, k), strides=2,
@@ -496,7 +528,7 @@ class Conv2x(_Stride2Conv):
     return _kernel_bias_apply(self, x, lambda x, w: conv_2x(x, w, p))
 
 
-class ConvTranspose2x(_Stride2Conv):
+class ConvTranspose2x(_SquareConv):
   """A stride-2 transposed convolution that doubles height and width.
 
   The same function and parameters as `torch.nn.ConvTranspose2d(in, out,
@@ -534,6 +566,47 @@ class ConvTranspose2x(_Stride2Conv):
           x, w, p, self.output_padding))
     return _kernel_bias_apply(
         self, x, lambda x, w: conv_transpose_2x(x, w, p, self.output_padding))
+
+
+# A stride-1 4 x 4 convolution with at least this many input and output
+# channels takes Winograd's F(3 x 3, 4 x 4) in all three passes on the CPU
+# (jaxcolor/models/winograd.py): the PatchGAN's 256 -> 512 layer ran its
+# forward pass, input gradient and weight gradient 1.8-2.4 x faster than
+# XLA:CPU's convolutions (docs/benchmarks.md, "Sixth round"). Its last layer
+# (one output) stays a convolution: its products would be matrix-vector.
+_WINOGRAD_MIN_CHANNELS = 32
+
+
+class Conv1x(_SquareConv):
+  """A stride-1 convolution, PyTorch's `Conv2d(in, out, k, padding)`.
+
+  The same function and parameters as `nn.Conv(features, (k, k),
+  padding=((p, p), (p, p)))`. With `impl` resolving to 'cpu', a 4 x 4 kernel
+  between at least `_WINOGRAD_MIN_CHANNELS` channels takes Winograd's
+  minimal filtering (`winograd.correlate`: a quarter of the products; the
+  same sums rounded differently, within 1e-4 relative); every other case,
+  and 'xla', is `lax.conv_general_dilated`.
+
+  Attributes:
+    features: output channels.
+    kernel_size: square kernel side.
+    padding: zero padding on every side, at most kernel_size - 1.
+    impl: 'auto', 'xla' or 'cpu' (module docstring).
+  """
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, p = self.kernel_size, self.padding
+    if not 0 <= p < k:
+      raise ValueError(f"Conv1x needs 0 <= padding < kernel_size; got "
+                       f"kernel_size={k}, padding={p}.")
+    if (resolve_conv_impl(self.impl) == "cpu" and k == 4
+        and min(x.shape[-1], self.features) >= _WINOGRAD_MIN_CHANNELS
+        and min(x.shape[1:3]) + 2 * p >= k):
+      return _kernel_bias_apply(self, x, lambda x, w: winograd.correlate(
+          x, w, p))
+    return _kernel_bias_apply(self, x, lambda x, w: lax.conv_general_dilated(
+        x, w, (1, 1), ((p, p), (p, p)), dimension_numbers=_DIMENSIONS))
 
 
 def _dilated_transpose(x: jax.Array, kernel: jax.Array, padding: int,

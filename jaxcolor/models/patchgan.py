@@ -68,7 +68,7 @@ class PatchGANDiscriminator(nn.Module):
     num_layers: the reference's n_layers (stride-2 convolutions).
     norm: 'batch' (pix2pix), 'instance' (used by paper 001's PatchGAN) or
       'none'.
-    conv_impl: the stride-2 layers' form (layers.resolve_conv_impl).
+    conv_impl: the convolutions' forms (layers.resolve_conv_impl).
   """
   ndf: int = 64
   num_layers: int = 3
@@ -91,6 +91,11 @@ class PatchGANDiscriminator(nn.Module):
       if stride == 2 and h.shape[1] % 2 == 0 and h.shape[2] % 2 == 0:
         # The same layer as nn.Conv, in the form `conv_impl` picks.
         return layers.Conv2x(
+            features, kernel_size=4, padding=1, use_bias=bias,
+            kernel_init=layers.conv_init, dtype=self.dtype,
+            param_dtype=self.param_dtype, impl=self.conv_impl, name=name)(h)
+      if stride == 1:
+        return layers.Conv1x(
             features, kernel_size=4, padding=1, use_bias=bias,
             kernel_init=layers.conv_init, dtype=self.dtype,
             param_dtype=self.param_dtype, impl=self.conv_impl, name=name)(h)
