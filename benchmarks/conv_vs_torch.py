@@ -8,8 +8,9 @@ The layers of configs/pix2pix.py at `--image_size` with a 1 x 1 bottleneck
 `benchmarks/cpu_step_vs_torch.py` compares their steps), each timed alone
 in its three passes: the forward pass, the input gradient and the weight
 gradient. Ours in the forms the CPU step runs (`layers.conv_2x`,
-`layers.conv_transpose_2x`, and `lax.conv_general_dilated` for the
-PatchGAN's stride-1 layers, as `nn.Conv`), one jitted function per pass;
+`layers.conv_transpose_2x` and, for the PatchGAN's stride-1 layers,
+`layers.Conv1x`: Winograd's forms where their thresholds pick them), one
+jitted function per pass;
 compiled as the step is (`layers.compiler_options`: by default XLA's own
 convolution kernels; `--cpu_conv_library=ynnpack` YNNPACK's);
 PyTorch's `F.conv2d` / `F.conv_transpose2d` and `torch.autograd.grad` for
@@ -117,7 +118,6 @@ def time_ours(layer: Layer, batch: int, repeats: int,
   import jax  # noqa: PLC0415
   import ml_collections  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
-  from jax import lax  # noqa: PLC0415
 
   from jaxcolor.models import layers  # noqa: PLC0415
   options = layers.compiler_options(
@@ -133,10 +133,10 @@ def time_ours(layer: Layer, batch: int, repeats: int,
     conv = lambda x, w: layers.conv_2x(x, w, 1)  # noqa: E731
   elif layer.kind == "up":
     conv = lambda x, w: layers.conv_transpose_2x(x, w, 1, 0)  # noqa: E731
-  else:
-    conv = lambda x, w: lax.conv_general_dilated(  # noqa: E731
-        x, w, (1, 1), ((1, 1), (1, 1)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  else:  # The PatchGAN's layer itself: Winograd's form where it takes it.
+    module = layers.Conv1x(layer.outputs, kernel_size=4, padding=1,
+                           use_bias=False, impl="cpu")
+    conv = lambda x, w: module.apply({"params": {"kernel": w}}, x)  # noqa: E731
   jit = lambda f: jax.jit(f, compiler_options=options)  # noqa: E731
   programs = {
       "forward": (jit(conv), (x, w)),

@@ -49,10 +49,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_train_steps = 1000
   c.seed = 0
   c.compute_dtype = "float32"    # Parameters and optimiser state stay float32.
-  # The stride-2 convolutions' form (models/layers.py): 'auto' takes XLA's
-  # own convolutions and nn.remat on GPU and TPU and the custom-gradient
-  # forms tuned for XLA:CPU on the CPU; 'xla' or 'cpu' forces one. Same
-  # function and parameters either way: checkpoints move between them.
+  # The convolutions' forms (models/layers.py): 'auto' takes XLA's own
+  # convolutions and nn.remat on GPU and TPU and, on the CPU, the
+  # custom-gradient forms tuned for XLA:CPU, Winograd's for the larger 4 x 4
+  # layers (models/winograd.py); 'xla' or 'cpu' forces one. Same function
+  # (to rounding) and parameters either way: checkpoints move between them.
   c.conv_impl = "auto"
   # On the CPU backend, which library runs the convolutions of every jitted
   # program with the networks (models/layers.py, `compiler_options`):

@@ -1,10 +1,12 @@
 """Building blocks shared by the networks: initialisers, normalisation, and
-stride-2 convolutions and transposed convolutions in two implementations.
+convolutions (stride 1, stride 2, transposed stride 2) in two implementations.
 
 `conv_impl` picks them (`resolve_conv_impl` is the one place that decides):
 'xla' is XLA's own convolution (`lax.conv_general_dilated`, differentiated by
 JAX), the ordinary and fastest form on GPU and TPU; 'cpu' is the custom-VJP
-forms below, which XLA:CPU differentiates quickly (docs/benchmarks.md);
+forms below, which XLA:CPU differentiates quickly, and for the larger 4 x 4
+layers Winograd's minimal filtering (jaxcolor/models/winograd.py: fewer
+products for the same sums; docs/benchmarks.md);
 'auto' takes 'cpu' on the CPU backend and 'xla' on every other. Both compute
 the same function of the same parameters (tests/models/test_layers.py), so
 a checkpoint trained with one runs with the other. On the CPU backend,
@@ -177,6 +179,10 @@ def _phase_taps(kernel_size: int, padding: int, phase: int) -> tuple[list[int], 
 #                    input gradient: strided conv of g
 #                    weight gradient: x times g's patches (the adjoint
 #                                     strided conv's, with x as cotangent)
+#
+# Layers of 4 x 4, padding 1, with at least 16 x 16 strided outputs and 32
+# channels on both sides (`_winograd_stride_2`) take Winograd's forms of
+# the same three passes instead (winograd.strided and its gradients).
 #
 # Kernels are HWIO in PyTorch's tap order; `_swap_io` turns a kernel into that
 # of the adjoint (input and output channels exchanged).
@@ -403,22 +409,30 @@ def _transposed_pads(kernel_size: int, padding: int,
   return padding, padding - output_padding
 
 
-# Stride-2 layers (4 x 4, padding 1) whose strided side has at least
-# `_WINOGRAD_MIN_GRID` x `_WINOGRAD_MIN_GRID` outputs and at least
-# `_WINOGRAD_MIN_CHANNELS` channels on both sides take Winograd's F(3 x 3,
-# 2 x 2) on the space-to-depth input in all three passes
-# (jaxcolor/models/winograd.py); below that size its transforms cost more
-# than the products it saves (docs/benchmarks.md, "Sixth round").
+# Winograd's minimal filtering (jaxcolor/models/winograd.py) on the CPU:
+# 4 x 4 layers with at least `_WINOGRAD_MIN_CHANNELS` input and output
+# channels take it in all three passes: stride-1 ones (the PatchGAN's
+# penultimate layer) as F(3 x 3, 4 x 4), stride-2 and transposed ones
+# (padding 1) as F(3 x 3, 2 x 2) on the space-to-depth input when the
+# strided side has at least `_WINOGRAD_MIN_GRID` x `_WINOGRAD_MIN_GRID`
+# outputs. Below these sizes the transforms cost more than the products
+# they save; a last layer with one or two outputs stays a convolution or a
+# product. The thresholds are whole-step measurements (docs/benchmarks.md,
+# "Sixth round"): grids from 8 were no faster, from 32 slower, and
+# channels from 64 slower.
+_WINOGRAD_MIN_CHANNELS = 32
 _WINOGRAD_MIN_GRID = 16
 
 
-def _winograd_stride_2(kernel_shape: tuple[int, ...], padding: int,
-                       grid: int) -> bool:
+def _winograd_stride_2(kernel: jax.Array, padding: int, grid: int) -> bool:
   """Whether a stride-2 layer takes the Winograd form: `grid` is the side
-  of the strided convolution's output (a transposed layer's input)."""
-  k, _, inputs, outputs = kernel_shape
+  of the strided convolution's output (a transposed layer's input). Only
+  in float32: in bfloat16 the transforms' rounding would cost more than a
+  direct convolution's."""
+  k, _, inputs, outputs = kernel.shape
   return (k == 4 and padding == 1 and grid >= _WINOGRAD_MIN_GRID
-          and min(inputs, outputs) >= _WINOGRAD_MIN_CHANNELS)
+          and min(inputs, outputs) >= _WINOGRAD_MIN_CHANNELS
+          and kernel.dtype == jnp.float32)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -428,7 +442,7 @@ def conv_2x(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
   Needs kernel_size - 2 * padding == 2 and even H, W (exact halving), so
   that the input gradient is the `conv_transpose_2x` of the output gradient.
   """
-  if _winograd_stride_2(kernel.shape, padding, min(x.shape[1:3]) // 2):
+  if _winograd_stride_2(kernel, padding, min(x.shape[1:3]) // 2):
     return winograd.strided(x, kernel)
   return _strided_forward(x, kernel, (padding, padding))
 
@@ -439,7 +453,7 @@ def _conv_2x_forward(x, kernel, padding):
 
 def _conv_2x_backward(padding, residuals, grad):
   x, kernel = residuals
-  if _winograd_stride_2(kernel.shape, padding, min(x.shape[1:3]) // 2):
+  if _winograd_stride_2(kernel, padding, min(x.shape[1:3]) // 2):
     return (winograd.strided_input_gradient(grad, kernel).astype(x.dtype),
             winograd.strided_weight_gradient(x, grad).astype(kernel.dtype))
   grad_x = _phase_convolutions(grad, _swap_io(kernel), padding)
@@ -457,7 +471,7 @@ def conv_transpose_2x(x: jax.Array, kernel: jax.Array, padding: int,
   """PyTorch `ConvTranspose2d(k, stride=2, padding, output_padding)` with
   k - 2 * padding + output_padding == 2: [B, H, W, I] -> [B, 2H, 2W, O]."""
   del output_padding  # Only the output size depends on it: exactly 2H here.
-  if _winograd_stride_2(kernel.shape, padding, min(x.shape[1:3])):
+  if _winograd_stride_2(kernel, padding, min(x.shape[1:3])):
     return winograd.strided_input_gradient(x, _swap_io(kernel))
   return _phase_convolutions(x, kernel, padding)
 
@@ -468,7 +482,7 @@ def _conv_transpose_2x_forward(x, kernel, padding, output_padding):
 
 def _conv_transpose_2x_backward(padding, output_padding, residuals, grad):
   x, kernel = residuals
-  if _winograd_stride_2(kernel.shape, padding, min(x.shape[1:3])):
+  if _winograd_stride_2(kernel, padding, min(x.shape[1:3])):
     grad_x = winograd.strided(grad, _swap_io(kernel))
     grad_kernel = _swap_io(winograd.strided_weight_gradient(grad, x))
     return grad_x.astype(x.dtype), grad_kernel.astype(kernel.dtype)
@@ -568,21 +582,12 @@ class ConvTranspose2x(_SquareConv):
         self, x, lambda x, w: conv_transpose_2x(x, w, p, self.output_padding))
 
 
-# A stride-1 4 x 4 convolution with at least this many input and output
-# channels takes Winograd's F(3 x 3, 4 x 4) in all three passes on the CPU
-# (jaxcolor/models/winograd.py): the PatchGAN's 256 -> 512 layer ran its
-# forward pass, input gradient and weight gradient 1.8-2.4 x faster than
-# XLA:CPU's convolutions (docs/benchmarks.md, "Sixth round"). Its last layer
-# (one output) stays a convolution: its products would be matrix-vector.
-_WINOGRAD_MIN_CHANNELS = 32
-
-
 class Conv1x(_SquareConv):
   """A stride-1 convolution, PyTorch's `Conv2d(in, out, k, padding)`.
 
   The same function and parameters as `nn.Conv(features, (k, k),
-  padding=((p, p), (p, p)))`. With `impl` resolving to 'cpu', a 4 x 4 kernel
-  between at least `_WINOGRAD_MIN_CHANNELS` channels takes Winograd's
+  padding=((p, p), (p, p)))`. With `impl` resolving to 'cpu', a float32
+  4 x 4 kernel between at least `_WINOGRAD_MIN_CHANNELS` channels takes Winograd's
   minimal filtering (`winograd.correlate`: a quarter of the products; the
   same sums rounded differently, within 1e-4 relative); every other case,
   and 'xla', is `lax.conv_general_dilated`.
@@ -602,7 +607,7 @@ class Conv1x(_SquareConv):
                        f"kernel_size={k}, padding={p}.")
     if (resolve_conv_impl(self.impl) == "cpu" and k == 4
         and min(x.shape[-1], self.features) >= _WINOGRAD_MIN_CHANNELS
-        and min(x.shape[1:3]) + 2 * p >= k):
+        and min(x.shape[1:3]) + 2 * p >= k and self.dtype == jnp.float32):
       return _kernel_bias_apply(self, x, lambda x, w: winograd.correlate(
           x, w, p))
     return _kernel_bias_apply(self, x, lambda x, w: lax.conv_general_dilated(

@@ -1,4 +1,4 @@
-"""Winograd's minimal filtering: stride-1 convolutions with fewer products.
+"""Winograd's minimal filtering: 4 x 4 convolutions with fewer products.
 
 A stride-1 correlation computes each output tile of m x m pixels from an
 (m + r - 1)-square input tile; Winograd's F(m x m, r x r) (Lavin and Gray,
@@ -13,19 +13,24 @@ Summed over input channels, the element-wise products become one matrix
 product per tile position: ([tiles, I] x [I, O]) for each of the
 (m + r - 1)^2 positions, which is where the time goes.
 
-Used on the CPU backend only (`layers.Conv`, `conv_impl` 'cpu'): for the
-4 x 4 stride-1 convolutions of the 70 x 70 PatchGAN (its 256 -> 512 layer
-is 38 % of a pix2pix step's FLOPs), F(3 x 3, 4 x 4) needs 4 products per
-output pixel and channel pair instead of 16, and the three passes of that
-layer ran faster than XLA:CPU's convolutions (docs/benchmarks.md, "Sixth
-round"). GPUs and TPUs keep their own convolutions, which pick their
-algorithms themselves.
+Used on the CPU backend only (`conv_impl` 'cpu', jaxcolor/models/layers.py:
+`Conv1x`, `conv_2x`, `conv_transpose_2x`, above size thresholds). For the
+4 x 4 stride-1 layer of the 70 x 70 PatchGAN (256 -> 512 channels, 38 % of
+a pix2pix step's FLOPs), F(3 x 3, 4 x 4) needs 4 products per output pixel
+and channel pair instead of 16; a stride-2 4 x 4 layer is a 2 x 2
+correlation of the space-to-depth input, where F(3 x 3, 2 x 2) needs 16
+products per 9 outputs instead of 36. With the transforms written as
+element-wise sums XLA fuses and one matrix product per tile position,
+these passes ran faster than XLA:CPU's convolutions and PyTorch's oneDNN
+ones (docs/benchmarks.md, "Sixth round"). GPUs and TPUs keep their own
+convolutions, which choose their algorithms themselves.
 
-Numerics: the transforms multiply by small integers and halves (points 0,
-+-1, +-2), so the float32 result differs from a direct convolution's by
-rounding of a few units in the 5th significant digit for unit-scale
-activations (tests/models/test_winograd.py bounds it), as cuDNN's Winograd
-algorithms do on GPUs.
+Numerics: the same sums, rounded differently. F(3 x 3, 2 x 2) interpolates
+at 0 and +-1 only: its results differ from a direct float32 convolution's
+by about 5e-6 of the outputs' scale on the pix2pix layers, as two direct
+algorithms do; F(3 x 3, 4 x 4) also uses +-2, and differs by about 7e-5
+(the maximum over a 256 -> 512 layer's outputs and gradients), as cuDNN's
+Winograd algorithms do on GPUs. tests/models/test_winograd.py bounds both.
 """
 
 import functools

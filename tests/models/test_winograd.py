@@ -128,17 +128,25 @@ def test_thresholds_pick_winograd_only_for_large_layers():
   # pix2pix at 128 px: the generator's down_1 (64 -> 128, 64 -> 32 px) and
   # the PatchGAN's 256 -> 512 stride-1 layer take it; the 8 x 8 level, the
   # photo's one-channel input and the two ab outputs do not.
-  assert layers._winograd_stride_2((4, 4, 64, 128), 1, 32)
-  assert not layers._winograd_stride_2((4, 4, 256, 512), 1, 8)
-  assert not layers._winograd_stride_2((4, 4, 1, 64), 1, 64)
-  assert not layers._winograd_stride_2((4, 4, 128, 2), 1, 64)
-  assert not layers._winograd_stride_2((3, 3, 64, 64), 1, 32)
+  def kernel(*shape, dtype=jnp.float32):
+    return jnp.zeros(shape, dtype)
+  assert layers._winograd_stride_2(kernel(4, 4, 64, 128), 1, 32)
+  assert not layers._winograd_stride_2(kernel(4, 4, 256, 512), 1, 8)
+  assert not layers._winograd_stride_2(kernel(4, 4, 1, 64), 1, 64)
+  assert not layers._winograd_stride_2(kernel(4, 4, 128, 2), 1, 64)
+  assert not layers._winograd_stride_2(kernel(3, 3, 64, 64), 1, 32)
+  assert not layers._winograd_stride_2(
+      kernel(4, 4, 64, 128, dtype=jnp.bfloat16), 1, 32)
   x = jnp.zeros((1, 16, 16, 256))
   jaxpr = str(jax.make_jaxpr(lambda x: layers.Conv1x(
       512, impl="cpu").init_with_output(jax.random.key(0), x)[0])(x))
   assert "conv_general_dilated" not in jaxpr
   jaxpr = str(jax.make_jaxpr(lambda x: layers.Conv1x(
       1, impl="cpu").init_with_output(jax.random.key(0), x)[0])(x))
+  assert "conv_general_dilated" in jaxpr
+  jaxpr = str(jax.make_jaxpr(lambda x: layers.Conv1x(
+      512, impl="cpu", dtype=jnp.bfloat16).init_with_output(
+          jax.random.key(0), x)[0])(x))
   assert "conv_general_dilated" in jaxpr
 
 
