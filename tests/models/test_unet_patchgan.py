@@ -214,7 +214,11 @@ def test_discriminator_output_shape():
 
 def test_discriminator_receptive_field_is_70():
   assert patchgan.receptive_field(3) == 70
-  module = PatchGANDiscriminator(ndf=8)
+  # XLA's own convolutions: the CPU's Winograd forms (its 32 -> 64 layer
+  # here) make each output depend on its whole input tile at the level of
+  # float32 rounding (tests/models/test_winograd.py bounds that), which an
+  # exact-zero test of the field would count.
+  module = PatchGANDiscriminator(ndf=8, conv_impl="xla")
   x = uniform((1, 128, 128, 3), seed=4)
   variables = random_variables(module, x, seed=4)
 

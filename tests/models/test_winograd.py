@@ -175,3 +175,21 @@ def test_networks_agree_between_impls_with_winograd(
   for a, b in zip(jax.tree.leaves((grad_xla, stats_xla)),
                   jax.tree.leaves((grad_cpu, stats_cpu))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_outside_the_receptive_field_only_rounding():
+  """Output (0, 0) reads input rows and columns -1..2 (4 x 4 kernel, padding
+  1); its F(3 x 3, 4 x 4) tile, the outputs 0..2, reads -1..4 as one
+  computation. Moving a pixel of that tile outside the field moves the
+  output by rounding only (the transforms' products do not cancel
+  exactly), a pixel beyond the tile not at all."""
+  x = _random((1, 9, 9, 4), 8)
+  kernel = _random((4, 4, 4, 3), 9) / 4
+
+  def moved(row, col):
+    before = winograd.correlate(x, kernel, 1)[0, 0, 0]
+    after = winograd.correlate(x.at[0, row, col].add(1.0), kernel, 1)[0, 0, 0]
+    return float(np.abs(np.asarray(after - before)).max())
+  assert moved(2, 2) > 0.01                                  # In the field.
+  assert max(moved(3, 3), moved(3, 0), moved(4, 1)) <= 1e-5  # In the tile.
+  assert moved(5, 5) == moved(0, 6) == 0                     # Beyond it.
