@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxcolor import models
-from jaxcolor.models import patchgan, unet
+from jaxcolor.models import layers, patchgan, unet
 from jaxcolor.models.patchgan import PatchGANDiscriminator
 from jaxcolor.models.unet import UNetGenerator
 
@@ -435,14 +435,22 @@ def test_discriminator_matches_torch_reference(norm):
   np.testing.assert_allclose(y, expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("name,kwargs,channels", [
-    ("unet", {"num_downsamplings": 4, "ngf": 4, "dropout_rate": 0.0}, 1),
-    ("patchgan", {"ndf": 4}, 3),
-    ("dla", {"widths": (4, 8, 8), "remat": True}, 1)])
-def test_conv_impls_agree_in_a_training_step(name, kwargs, channels):
+@pytest.mark.parametrize("name,kwargs,channels,winograd", [
+    ("unet", {"num_downsamplings": 4, "ngf": 4, "dropout_rate": 0.0}, 1, False),
+    ("patchgan", {"ndf": 4}, 3, False),
+    ("dla", {"widths": (4, 8, 8), "remat": True}, 1, False),
+    ("unet", {"num_downsamplings": 4, "ngf": 4, "dropout_rate": 0.0}, 1, True),
+    ("patchgan", {"ndf": 4}, 3, True)])
+def test_conv_impls_agree_in_a_training_step(name, kwargs, channels, winograd,
+                                             monkeypatch):
   """The 'xla' and 'cpu' forms of a whole network: same parameters, outputs,
   gradients and updated batch statistics in training mode (DLA: with the
-  recomputation, `nn.remat` under 'xla')."""
+  recomputation, `nn.remat` under 'xla'). With `winograd`, the thresholds
+  at their floor put every eligible layer of these small networks in
+  Winograd's forms (jaxcolor/models/winograd.py)."""
+  if winograd:
+    monkeypatch.setattr(layers, "_WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(layers, "_WINOGRAD_MIN_GRID", 1)
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, channels))
   nets = {i: models.build(name, conv_impl=i, **kwargs) for i in ("cpu", "xla")}
   variables = nets["cpu"].init(jax.random.key(1), x, train=False)

@@ -1,8 +1,9 @@
 """Winograd's minimal filtering (jaxcolor/models/winograd.py): the transforms
 are exact, and every pass computes the convolution's function and gradients
 (against `lax.conv_general_dilated` and JAX's autodiff of it); the layers of
-layers.py take it where their thresholds say, and whole networks agree
-between the 'cpu' and 'xla' forms with it in place."""
+layers.py take it where their thresholds say. Whole networks with it in
+place: test_conv_impls_agree_in_a_training_step
+(tests/models/test_unet_patchgan.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxcolor import models
 from jaxcolor.models import layers, winograd
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -148,33 +148,6 @@ def test_thresholds_pick_winograd_only_for_large_layers():
       512, impl="cpu", dtype=jnp.bfloat16).init_with_output(
           jax.random.key(0), x)[0])(x))
   assert "conv_general_dilated" in jaxpr
-
-
-@pytest.mark.parametrize("name,kwargs,channels", [
-    ("unet", {"num_downsamplings": 4, "ngf": 4, "dropout_rate": 0.0}, 1),
-    ("patchgan", {"ndf": 4}, 3)])
-def test_networks_agree_between_impls_with_winograd(
-    winograd_everywhere, name, kwargs, channels):
-  """tests/models/test_unet_patchgan.py's whole-network check with every
-  eligible layer in the Winograd forms."""
-  x = jax.random.normal(jax.random.key(0), (2, 32, 32, channels))
-  nets = {i: models.build(name, conv_impl=i, **kwargs) for i in ("cpu", "xla")}
-  variables = nets["xla"].init(jax.random.key(1), x, train=False)
-
-  def loss(params, impl):
-    y, updated = nets[impl].apply({**variables, "params": params}, x,
-                                  train=True, mutable=["batch_stats"])
-    return jnp.sum(jnp.sin(y)), (y, updated["batch_stats"])
-
-  results = {i: jax.value_and_grad(loss, has_aux=True)(variables["params"], i)
-             for i in nets}
-  assert sum(winograd_everywhere.values()) > 0
-  (_, (y_cpu, stats_cpu)), grad_cpu = results["cpu"]
-  (_, (y_xla, stats_xla)), grad_xla = results["xla"]
-  _assert_close(y_cpu, y_xla, 1e-5)
-  for a, b in zip(jax.tree.leaves((grad_xla, stats_xla)),
-                  jax.tree.leaves((grad_cpu, stats_cpu))):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_outside_the_receptive_field_only_rounding():
