@@ -8,8 +8,9 @@ forms below, which XLA:CPU differentiates quickly, and for the larger 4 x 4
 layers Winograd's minimal filtering (jaxcolor/models/winograd.py: fewer
 products for the same sums; docs/benchmarks.md);
 'auto' takes 'cpu' on the CPU backend and 'xla' on every other. Both compute
-the same function of the same parameters (tests/models/test_layers.py), so
-a checkpoint trained with one runs with the other. On the CPU backend,
+the same function of the same parameters (tests/models/test_layers.py;
+Winograd's forms to rounding, tests/models/test_winograd.py), so a
+checkpoint trained with one runs with the other. On the CPU backend,
 `compiler_options` also picks which library runs the convolutions
 (`cpu_conv_library`), for every jitted program that runs the networks.
 """
@@ -587,10 +588,10 @@ class Conv1x(_SquareConv):
 
   The same function and parameters as `nn.Conv(features, (k, k),
   padding=((p, p), (p, p)))`. With `impl` resolving to 'cpu', a float32
-  4 x 4 kernel between at least `_WINOGRAD_MIN_CHANNELS` channels takes Winograd's
-  minimal filtering (`winograd.correlate`: a quarter of the products; the
-  same sums rounded differently, within 1e-4 relative); every other case,
-  and 'xla', is `lax.conv_general_dilated`.
+  4 x 4 kernel between at least `_WINOGRAD_MIN_CHANNELS` channels takes
+  Winograd's minimal filtering (`winograd.correlate`: a quarter of the
+  products; the same sums rounded differently, within 1e-4 relative);
+  every other case, and 'xla', is `lax.conv_general_dilated`.
 
   Attributes:
     features: output channels.
