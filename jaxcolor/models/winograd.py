@@ -85,7 +85,8 @@ def transforms(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = [[p ** j for j in range(n)] for p in points]
     return rows + [[Fraction(0)] * (n - 1) + [Fraction(1)]]
   v_m, v_r, v_a = vandermonde(m), vandermonde(r), vandermonde(a)
-  to_array = lambda rows: np.array([[float(v) for v in row] for row in rows])  # noqa: E731
+  def to_array(rows):
+    return np.array([[float(v) for v in row] for row in rows])
   a_t = to_array(v_m).T
   g = to_array(v_r)
   b_t = to_array(_inverse(v_a)).T
