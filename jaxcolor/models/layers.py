@@ -590,7 +590,8 @@ class Conv1x(_SquareConv):
   padding=((p, p), (p, p)))`. With `impl` resolving to 'cpu', a float32
   4 x 4 kernel between at least `_WINOGRAD_MIN_CHANNELS` channels takes
   Winograd's minimal filtering (`winograd.correlate`: a quarter of the
-  products; the same sums rounded differently, within 1e-4 relative);
+  products; the same sums rounded differently, to about 1e-4 of the
+  outputs' scale);
   every other case, and 'xla', is `lax.conv_general_dilated`.
 
   Attributes:
