@@ -71,6 +71,7 @@ from jaxcolor import distributed  # noqa: E402
 from jaxcolor import data  # noqa: E402
 from jaxcolor import experiment  # noqa: E402
 from jaxcolor import parallel  # noqa: E402
+from jaxcolor import photo_files  # noqa: E402
 from jaxcolor import photo_io  # noqa: E402
 from jaxcolor import train_step  # noqa: E402
 from jaxcolor.errors import ConfigError  # noqa: E402
@@ -335,20 +336,21 @@ def time_colorize(config: ml_collections.ConfigDict, folder: str, *,
   network = time_network(colorizer, steps=steps)
   network_s, batch_size = network["network_batch_s"], colorizer.batch_size
   size = colorizer.image_size
-  files = [file for file, _ in photo_io.find_inputs([folder])]
+  files = [file for file, _ in photo_files.find_inputs([folder])]
   if not files:
     raise ValueError(f"--colorize={folder}: no image files there.")
   stages = dict.fromkeys(("decode", "resize", "network", "upsample",
                           "recombine", "encode"), 0.0)
   with tempfile.TemporaryDirectory() as out:
     # Warm-up: the network's and the colour conversions' compilations.
-    photo_io.colorize_files(colorizer, files[:batch_size], out, progress=False)
+    photo_files.colorize_files(colorizer, files[:batch_size], out,
+                               progress=False)
     for first in range(0, len(files), batch_size):
       images = []
       for file in files[first:first + batch_size]:
         start = time.perf_counter()
         try:
-          images.append(photo_io.load_image(file))
+          images.append(photo_files.load_image(file))
         except (OSError, ValueError):
           pass  # Not counted; colorize_files names it below.
         stages["decode"] += time.perf_counter() - start
@@ -368,10 +370,10 @@ def time_colorize(config: ml_collections.ConfigDict, folder: str, *,
         rgb = photo_io.join_lightness(image, ab)
         stages["recombine"] += time.perf_counter() - start
         start = time.perf_counter()
-        photo_io.save_image(rgb, pathlib.Path(out) / f"{i}.png", "png", 95)
+        photo_files.save_image(rgb, pathlib.Path(out) / f"{i}.png", "png", 95)
         stages["encode"] += time.perf_counter() - start
     start = time.perf_counter()
-    summary = photo_io.colorize_files(colorizer, files, out, progress=False)
+    summary = photo_files.colorize_files(colorizer, files, out, progress=False)
     end_to_end_s = time.perf_counter() - start
   count = len(summary["written"])
   serial_s = sum(stages.values())
@@ -385,7 +387,7 @@ def time_colorize(config: ml_collections.ConfigDict, folder: str, *,
       "end_to_end_images_per_s": count / end_to_end_s,
       # Target: the path within 2 x the network's own time per image.
       "end_to_end_over_network": (end_to_end_s / count) / (network_s / batch_size),
-      "colorize_threads": photo_io.default_threads(),
+      "colorize_threads": photo_files.default_threads(),
   }
 
 

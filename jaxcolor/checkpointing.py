@@ -17,9 +17,22 @@ Every restore first compares the checkpoint's metadata (array names and
 shapes) with the state the config builds (`check_fits`), so a config that
 does not match its workdir is named in one line: the first differing array
 and both shapes.
+
+A damaged checkpoint (a file cut short by a full disk or a failed copy, a
+file removed) is named in one line too, `DamagedCheckpointError`: "checkpoint
+N is damaged (<its folder>): <what could not be read>". Once `check_fits`
+has passed, the arrays the checkpoint lists are the ones the config wants,
+so a file that then cannot be read (an I/O or TensorStore error) is the
+files' fault, not the config's.
 """
 
+import gc
 import json
+import logging as python_logging
+import re
+import sys
+import threading
+import warnings
 from typing import Any, Callable
 
 import grain
@@ -34,6 +47,16 @@ from jaxcolor.errors import ConfigError
 
 class CheckpointMismatchError(ConfigError):
   """A checkpoint whose arrays do not fit the state the config builds."""
+
+
+class DamagedCheckpointError(ConfigError):
+  """A checkpoint whose files are missing or cut short; the message names
+  its step folder and what could not be read.
+
+  A ConfigError, as the other faults of a workdir a user is to read, so that
+  every entry point prints it as one line and exits 2, and
+  `experiment.restore` passes it on unchanged.
+  """
 
 
 class Checkpointer:
@@ -85,7 +108,16 @@ class Checkpointer:
           f"The checkpoint at step {step} in {self.directory} was written by "
           f"another number of processes (no {self._data_file(step).name}); "
           "pass restart_data_state to resume its data iterator.")
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    _quiet_abandoned_reads()
+    try:
+      restored = self._manager.restore(step,
+                                       args=ocp.args.Composite(**items))
+    except Exception as e:  # noqa: BLE001 (TensorStore raises bare Exception)
+      _collect_abandoned_reads()
+      reason = _read_failure(e)
+      if reason is None:
+        raise
+      raise self._damaged(step, reason) from e
     if not same_layout:
       logging.warning(
           "Checkpoint %d was written by another number of processes than %d: "
@@ -150,12 +182,32 @@ class Checkpointer:
 
   def _stored_tree(self, step: int) -> Any:
     """The metadata tree (shapes, dtypes) of checkpoint `step`'s state."""
+    _quiet_abandoned_reads()  # It reads the arrays' own metadata too.
     handler = ocp.StandardCheckpointHandler()
+    state = self.directory / str(step) / "state"
     try:
-      metadata = handler.metadata(self.directory / str(step) / "state")
+      metadata = handler.metadata(state)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      # The metadata is the first file of a step that is read: missing
+      # (FileNotFoundError) or cut short (a JSON error) it is damage.
+      _collect_abandoned_reads()
+      if not (state / "_METADATA").exists():
+        reason = "state/_METADATA is missing"
+      elif isinstance(e, json.JSONDecodeError):
+        reason = f"state/_METADATA is cut short or not JSON ({e})"
+      else:
+        reason = _short_reason(e)
+      raise self._damaged(step, reason) from e
     finally:
       handler.close()
     return getattr(metadata, "tree", metadata)
+
+  def _damaged(self, step: int, reason: str) -> DamagedCheckpointError:
+    folder = self.directory / str(step)
+    return DamagedCheckpointError(
+        f"checkpoint {step} is damaged ({folder}): "
+        f"{reason.replace(str(folder) + '/', '')}. Replace it from a copy, "
+        "or remove it to fall back on an earlier step.")
 
   def _data_file(self, step: int) -> epath.Path:
     """Where grain keeps this process's data position of checkpoint `step`."""
@@ -189,6 +241,93 @@ def _array_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   rank = lambda path: (0 if "/params/" in f"/{path}/" else
                        1 if "/batch_stats/" in f"/{path}/" else 2)
   return dict(sorted(flat.items(), key=lambda item: rank(item[0])))
+
+
+# TensorStore's errors: 'OUT_OF_RANGE: Error reading "..." ...' (an absl
+# status code first), then its location and spec, which name nothing the
+# user can act on.
+_STATUS = re.compile(r"^[A-Z][A-Z_]{3,}: ")
+_CLUTTER = (re.compile(r" in OCDBT database at [^\"]*\"[^\"]*\""),
+            re.compile(r" \[tensorstore_spec=.*", re.DOTALL),
+            re.compile(r"\s*See full TensorStore details.*", re.DOTALL))
+
+
+def _read_failure(error: BaseException) -> str | None:
+  """The reason a restore failed when its files could not be read (an
+  OSError or a TensorStore status error anywhere in the chain of causes);
+  None for any other failure."""
+  seen = error
+  while seen is not None:
+    if isinstance(seen, OSError) or _STATUS.match(str(seen)):
+      return _short_reason(seen)
+    seen = seen.__cause__ or seen.__context__
+  return None
+
+
+def _short_reason(error: BaseException) -> str:
+  """The first line of `error`'s message without TensorStore's spec."""
+  text = str(error)
+  for clutter in _CLUTTER:
+    text = clutter.sub("", text)
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  line = lines[0] if lines else type(error).__name__
+  return line if len(line) <= 300 else line[:297] + "..."
+
+
+_quiet_lock = threading.Lock()
+
+
+def _quiet_abandoned_reads() -> None:
+  """Drops the reports of the reads a failed restore abandons.
+
+  When one array of a restore cannot be read, Orbax closes its asyncio
+  event loop while TensorStore still completes the other reads; each
+  completion then calls `loop.call_soon_threadsafe` on the closed loop, and
+  each abandoned read coroutine of Orbax's fails again when it is
+  collected. Both go to `sys.unraisablehook`, and the futures of the other
+  failed reads, never awaited, to asyncio's log: dozens of tracebacks
+  around the one-line error, some of them after it. Only those are dropped
+  (the hook and the log filter are installed once per process); everything
+  else reaches the previous hook and the log.
+  """
+  with _quiet_lock:
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxcolor_quiet", False):
+      return
+    python_logging.getLogger("asyncio").addFilter(_not_an_abandoned_read)
+
+    def hook(unraisable):
+      closed_loop = (isinstance(unraisable.exc_value, RuntimeError)
+                     and str(unraisable.exc_value) == "Event loop is closed")
+      code = getattr(unraisable.object, "cr_code", None)
+      abandoned = code is not None and "/orbax/" in code.co_filename
+      if not (closed_loop or abandoned):
+        previous(unraisable)
+
+    hook._jaxcolor_quiet = True  # noqa: SLF001
+    sys.unraisablehook = hook
+
+
+def _not_an_abandoned_read(record: python_logging.LogRecord) -> bool:
+  """False for asyncio's "Future exception was never retrieved" of a read
+  that TensorStore failed (the filter above)."""
+  error = record.exc_info[1] if record.exc_info else None
+  while error is not None:
+    if _STATUS.match(str(error)):
+      return "never retrieved" not in record.getMessage()
+    error = error.__cause__ or error.__context__
+  return True
+
+
+def _collect_abandoned_reads() -> None:
+  """Finalizes the read coroutines a failed restore abandons (hundreds, in
+  reference cycles) now, while the hook above drops their reports. Left to
+  the interpreter's exit, some are finalized after the hook is gone, and
+  each prints its traceback under the one-line error."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "coroutine .* was never awaited",
+                            RuntimeWarning)
+    gc.collect()
 
 
 def abstract_with_shardings(abstract_tree: Any, shardings: Any) -> Any:

@@ -9,7 +9,17 @@ Each INPUT is an image file, a folder of images (searched recursively) or a
 video file (jaxcolor/video.py: frames batched, a*b* smoothed within shots,
 audio kept; --temporal_smoothing, --cut_threshold). Outputs go to
 OUTPUT as `<stem>.png` (or `.jpg`), keeping the input's file name and, for
-folders, its subfolders. From Python (a notebook):
+folders, its subfolders; a video as OUTPUT/<its file name>.
+
+The inputs are never written over, and OUTPUT is checked before the model
+is read (`photo_files.check_output`): it must be a folder (or not exist yet),
+no output path may be an input file, and OUTPUT may not be an input folder
+nor lie inside one. Colorized files beside the photos would be taken for
+photos by the next run over that folder, and their names could collide
+with the originals', so that is refused outright rather than allowed where
+no name collides. An output file that exists already (an earlier run's) is
+kept and its input skipped, and the command says how many; --overwrite
+replaces them. From Python (a notebook):
 
   from jaxcolor import colorize
   colorizer = colorize.Colorizer.from_workdir("runs/default")
@@ -31,7 +41,7 @@ EXIF orientation applied. Runs on CPU when JAX sees no accelerator.
 
 Throughput: each batch is split over every local accelerator
 (`default_devices`), and host threads decode the next batch and recombine
-and encode the last while the devices work (`photo_io.colorize_files`); the
+and encode the last while the devices work (`photo_files.colorize_files`); the
 command prints images/s and each stage's host seconds at the end.
 `python -m jaxcolor.benchmark --colorize=FOLDER` times the path stage by
 stage (docs/benchmarks.md).
@@ -40,6 +50,7 @@ stage (docs/benchmarks.md).
 import copy
 import os
 import pathlib
+import re
 import sys
 import time
 from typing import Any, Sequence
@@ -50,18 +61,23 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import flags
+from absl import logging
 from PIL import Image
 
 from jaxcolor import artifact
 from jaxcolor import checkpointing
 from jaxcolor import color
+from jaxcolor import configuration
 from jaxcolor import experiment
+from jaxcolor import photo_files
 from jaxcolor import photo_io
 from jaxcolor import rundir
 from jaxcolor import systems
 from jaxcolor import video
+from jaxcolor.errors import ConfigError
 from jaxcolor.models import layers
-from jaxcolor.photo_io import FORMATS, colorize_files, find_inputs, load_image, save_image
+from jaxcolor.photo_files import (FORMATS, colorize_files, find_inputs,
+                                  load_image, save_image)
 
 __all__ = ["Colorizer", "colorize_files", "find_inputs", "load_image",
            "save_image", "FORMATS"]
@@ -182,7 +198,15 @@ class Colorizer:
                    render_size: int | None = None,
                    devices: Sequence[jax.Device] | None = None
                    ) -> "Colorizer":
-    """The run in `workdir` at step `checkpoint` (None: the newest)."""
+    """The run in `workdir` at step `checkpoint` (None: the newest).
+
+    Raises:
+      FileNotFoundError: no config.json, no checkpoint, or none at the step.
+      ConfigError: config.json is not JSON, lacks a field the run's system
+        reads, or holds a value it cannot take (each naming the file);
+        `checkpointing.DamagedCheckpointError`, a subclass, for a
+        checkpoint whose files are missing or cut short (naming its folder).
+    """
     run_dir = rundir.RunDir(workdir)
     config = run_dir.read_config()
     if not run_dir.checkpoint_dir.is_dir():
@@ -198,9 +222,7 @@ class Colorizer:
         raise FileNotFoundError(
             f"No checkpoint at step {step} in {checkpointer.directory}; saved "
             f"steps: {', '.join(map(str, steps))}.")
-      # The run's own config, checked when it trained (on its devices).
-      built = experiment.build(config, data="none", validate=False,
-                               devices=jax.local_devices()[:1])
+      built = _build_run(config, run_dir.config_path)
       state = built.restore(checkpointer, step)
     finally:
       checkpointer.close()
@@ -214,26 +236,69 @@ class Colorizer:
   def from_pretrained(cls, source: str | os.PathLike, *, batch_size: int = 8,
                       render_size: int | None = None,
                       sha256: str | None = None,
-                      devices: Sequence[jax.Device] | None = None
+                      devices: Sequence[jax.Device] | None = None,
+                      limits: artifact.Limits = artifact.LIMITS
                       ) -> "Colorizer":
     """A model artifact (`python -m jaxcolor.export`): a directory, an
-    archive, or a file:// or https:// URL (see jaxcolor/artifact.py)."""
-    meta, arrays = artifact.read(artifact.fetch(source, sha256=sha256))
-    config = ml_collections.ConfigDict(meta["config"])
-    built = experiment.build(config, data="none", validate=False,
-                             devices=jax.local_devices()[:1])
+    archive, or a file:// or https:// URL (see jaxcolor/artifact.py).
+
+    The artifact is hostile until checked: `artifact.read` checks its files
+    and model.json's fields, its config must pass a run's checks of the
+    common fields (`configuration.validate`) and build a network, and every
+    array the output reads must have the shape and dtype that network
+    declares, so a bad artifact fails here, in one line, rather than at the
+    first colorize. `limits`: what the artifact may ask of this machine.
+
+    Raises:
+      artifact.ArtifactError: a bad source or artifact; the message names
+        the file, field or array.
+      FileNotFoundError: a local path that does not exist.
+      ValueError: a `render_size` the network cannot take.
+    """
+    directory = artifact.fetch(source, sha256=sha256, limits=limits)
+    meta, arrays = artifact.read(directory, limits=limits)
+    meta_path = directory / artifact.MODEL_JSON
     colorizer = cls.__new__(cls)
-    colorizer._setup(built.system, built.abstract_state, meta["image_size"],
-                     meta.get("step"), batch_size, meta["output"], render_size,
-                     devices)
-    missing = [p for p in colorizer.needed if p not in arrays]
+    try:
+      config = ml_collections.ConfigDict(meta["config"])
+      _check_artifact_config(config, meta_path)
+      built = experiment.build(config, data="none", validate=False,
+                               devices=jax.local_devices()[:1])
+      colorizer._setup(built.system, built.abstract_state, meta["image_size"],
+                       meta.get("step"), batch_size, meta["output"], None,
+                       devices)
+    except artifact.ArtifactError:
+      raise
+    except Exception as e:  # A hostile config can fail anywhere in the build.
+      raise artifact.ArtifactError(
+          f"{meta_path}: its config and output do not build a colorizer: "
+          f"{artifact.error_line(e)}") from None
+    weights = directory / artifact.VARIABLES
+    missing = sorted(p for p in colorizer.needed if p not in arrays)
     if missing:
       raise artifact.ArtifactError(
-          f"{source}: the artifact lacks {len(missing)} array(s) its "
-          f"output {meta['output']!r} reads, first {missing[0]}.")
+          f"{weights} lacks {len(missing)} array(s) its output "
+          f"{meta['output']!r} reads, first {missing[0]}.")
+    # Checked here, not at the first call: a wrong shape would otherwise
+    # surface as a shape error deep in the network, or not at all.
+    abstract = dict(zip(colorizer._paths, colorizer._abstract))
+    for path in sorted(colorizer.needed):
+      have, need = arrays[path], abstract[path]
+      if tuple(have.shape) != tuple(need.shape):
+        raise artifact.ArtifactError(
+            f"{weights}: {path} has shape {artifact.shape_text(have.shape)}"
+            f", the network needs {artifact.shape_text(need.shape)}.")
+      if np.dtype(have.dtype) != np.dtype(need.dtype):
+        raise artifact.ArtifactError(
+            f"{weights}: {path} has dtype {have.dtype}, the network needs "
+            f"{np.dtype(need.dtype)}.")
     colorizer.arrays = colorizer._place({p: arrays[p]
                                          for p in colorizer.needed})
     colorizer.config, colorizer.meta = config, meta
+    # The render size is the caller's choice, not the artifact's: its errors
+    # stay plain ValueErrors.
+    if render_size is not None:
+      colorizer = colorizer.with_render_size(render_size)
     return colorizer
 
   def with_render_size(self, render_size: int | None) -> "Colorizer":
@@ -306,6 +371,93 @@ class Colorizer:
     return ab
 
 
+def _build_run(config: ml_collections.ConfigDict,
+               config_path: Any) -> experiment.Experiment:
+  """The experiment of a run's config.json, its faults named with the file.
+
+  The config is not validated again: it was checked when the run trained,
+  on its devices, whose count the batch sizes were checked for.
+
+  Raises:
+    ConfigError: '<config_path>: missing 'generator'' for a field the system
+      reads and the file lacks; the system's own ConfigError (a value it
+      cannot take), prefixed with the file.
+  """
+  try:
+    return experiment.build(config, data="none", validate=False,
+                            devices=jax.local_devices()[:1])
+  except ConfigError as e:
+    raise ConfigError(f"{config_path}: {e}") from None
+  except (KeyError, AttributeError) as e:
+    field = _missing_field(e, config)
+    if field is None:  # Not a lookup in this config: a fault of the code.
+      raise
+    raise ConfigError(f"{config_path}: missing {field!r}.") from None
+
+
+def _missing_field(error: BaseException,
+                   config: ml_collections.ConfigDict) -> str | None:
+  """'generator' or 'generator.name': the field of `config` whose lookup
+  raised `error`, or None when `error` came from elsewhere.
+
+  ml_collections raises from the ConfigDict looked in, so the innermost
+  frame's `self` is that section; its place in `config` gives the path.
+  """
+  frame = error.__traceback__
+  while frame is not None and frame.tb_next is not None:
+    frame = frame.tb_next
+  section = frame.tb_frame.f_locals.get("self") if frame else None
+  key = re.search(r"'([^']+)'", str(error))
+  if key is None or not isinstance(section, ml_collections.ConfigDict):
+    return None
+
+  def place(node, prefix):
+    if node is section:
+      return prefix
+    for name, child in node.items():
+      if isinstance(child, ml_collections.ConfigDict):
+        found = place(child, prefix + (name,))
+        if found is not None:
+          return found
+    return None
+
+  prefix = place(config, ())
+  if prefix is None or key.group(1) in section:
+    return None
+  return ".".join(prefix + (key.group(1),))
+
+
+def _check_artifact_config(config: ml_collections.ConfigDict,
+                           meta_path: pathlib.Path) -> None:
+  """An artifact's config through the checks a run's passes before it
+  trains, so that an unknown key or a bad value fails here, named, rather
+  than somewhere in the build or at the first photo.
+
+  The common fields only (`configuration.validate`), for one device and one
+  process: the batch sizes were checked for the devices the run trained on,
+  and only its network is built here. The datasets are not opened (an
+  artifact holds no data, and export cut their paths to names), and the
+  system's own `validate` does not run: the staged systems' reads the
+  pretrained backbone's file, whose weights the artifact already holds.
+
+  Raises:
+    artifact.ArtifactError: '<meta_path>: its config does not validate: ...'
+      naming the key. An unknown system is a ConfigError, as in the build.
+  """
+  fields = systems.get_class(config.system).config_fields
+  try:
+    configuration.validate(config, device_count=1, process_count=1,
+                           extra_fields=fields)
+  except KeyError as e:  # ml_collections: "'key'\nDid you mean ...".
+    key = str(e.args[0]).splitlines()[0] if e.args else ""
+    raise artifact.ArtifactError(f"{meta_path}: its config does not "
+                                 f"validate: it lacks {key}.") from None
+  except Exception as e:  # ConfigError names the key; any JSON value may come.
+    raise artifact.ArtifactError(f"{meta_path}: its config does not "
+                                 f"validate: {artifact.error_line(e)}"
+                                 ) from None
+
+
 def _path_name(path) -> str:
   """'generator/params/down_0/kernel' for a pytree key path."""
   return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(
@@ -331,6 +483,10 @@ def _read_paths(fn, abstract, x, paths: list[str]) -> set[str]:
 
 def main(argv: Sequence[str]) -> None:
   FLAGS = flags.FLAGS
+  if not FLAGS["verbosity"].present:
+    # Orbax's INFO lines on every restore (and JAX's search for backends)
+    # would bury the one line a user reads; --verbosity=0 shows them.
+    logging.set_verbosity(logging.WARNING)
   inputs = list(argv[1:])
   if not inputs:
     print("Usage: python -m jaxcolor.colorize (--workdir DIR | --model "
@@ -341,6 +497,16 @@ def main(argv: Sequence[str]) -> None:
           "(an artifact).", file=sys.stderr)
     sys.exit(2)
   try:
+    videos = [i for i in inputs if video.is_video(i)]
+    stills = [i for i in inputs if not video.is_video(i)]
+    clips = [(clip, pathlib.Path(FLAGS.output).expanduser()
+              / pathlib.Path(clip).name) for clip in videos]
+    # Before the model is read: a refused --output costs nothing.
+    photo_files.check_output(
+        FLAGS.output, inputs,
+        [(file, photo_files.output_path(FLAGS.output, name, FLAGS.format))
+         for file, name in find_inputs(stills)]
+        + [(pathlib.Path(clip), target) for clip, target in clips])
     if FLAGS.model is not None:
       if FLAGS.checkpoint is not None or FLAGS.network_output is not None:
         raise ValueError("--checkpoint and --network_output choose within a "
@@ -352,13 +518,11 @@ def main(argv: Sequence[str]) -> None:
       colorizer = Colorizer.from_workdir(
           FLAGS.workdir, FLAGS.checkpoint, batch_size=FLAGS.batch_size,
           output=FLAGS.network_output, render_size=FLAGS.render_size)
-    videos = [i for i in inputs if video.is_video(i)]
-    stills = [i for i in inputs if not video.is_video(i)]
     start = time.perf_counter()
     summary = colorize_files(colorizer, stills, FLAGS.output,
                              file_format=FLAGS.format,
                              jpeg_quality=FLAGS.jpeg_quality,
-                             progress=bool(stills))
+                             progress=bool(stills), overwrite=FLAGS.overwrite)
     seconds = time.perf_counter() - start
     if summary["written"]:
       # Decode, resize, network (compilation included), recombine, encode;
@@ -368,8 +532,10 @@ def main(argv: Sequence[str]) -> None:
       print(f"{len(summary['written'])} image(s) in {seconds:.1f} s: "
             f"{len(summary['written']) / seconds:.2f} images/s end to end "
             f"(host seconds per stage: {busy}).", file=sys.stderr)
-    for clip in videos:
-      target = pathlib.Path(FLAGS.output) / pathlib.Path(clip).name
+    for clip, target in clips:
+      if not FLAGS.overwrite and os.path.lexists(target):
+        summary["skipped"].append(str(target))
+        continue
       try:
         done = video.colorize_video(
             colorizer, clip, target,
@@ -383,15 +549,21 @@ def main(argv: Sequence[str]) -> None:
             f"{done['fps']:g} fps, {done['size'][0]}x{done['size'][1]}"
             + (f"; the decoder stopped early: {done['decode_error']}"
                if done["decode_error"] else ""), file=sys.stderr)
-  except (FileNotFoundError, ValueError) as e:
+  except (OSError, ValueError) as e:  # ConfigError, OutputError, a full disk.
     print(f"Error: {e}", file=sys.stderr)
     sys.exit(2)
   for file, reason in summary["failed"].items():
     print(f"Skipped {file}: {reason}", file=sys.stderr)
-  print(f"Colorized {len(summary['written'])} file(s) into {FLAGS.output} "
-        f"with output {colorizer.output!r} of step {colorizer.step} on "
-        f"{len(colorizer.devices)} {colorizer.devices[0].platform.upper()} "
-        f"device(s).")
+  if summary["skipped"]:
+    print(f"Skipped {len(summary['skipped'])} file(s) whose output exists "
+          "(use --overwrite).", file=sys.stderr)
+  if summary["written"]:
+    print(f"Colorized {len(summary['written'])} file(s) into {FLAGS.output} "
+          f"with output {colorizer.output!r} of step {colorizer.step} on "
+          f"{len(colorizer.devices)} {colorizer.devices[0].platform.upper()} "
+          f"device(s).")
+  else:
+    print(f"Nothing was written to {FLAGS.output}: no file was colorized.")
   if summary["failed"]:
     sys.exit(1)
 
@@ -410,7 +582,10 @@ def _define_flags() -> None:
                        "sees, aspect kept; default: the training size's "
                        "square.")
   flags.DEFINE_integer("checkpoint", None, "Checkpoint step; default: newest.")
-  flags.DEFINE_string("output", None, "Folder for the colorized images.")
+  flags.DEFINE_string("output", None, "Folder for the colorized images; not "
+                      "an input folder nor inside one.")
+  flags.DEFINE_bool("overwrite", False, "Replace output files that exist; "
+                    "by default they are kept and their inputs skipped.")
   flags.DEFINE_enum("format", "png", list(FORMATS), "Output file format.")
   flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality (--format=jpeg).")
   flags.DEFINE_integer("batch_size", 8, "Images per network call.")

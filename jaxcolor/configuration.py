@@ -224,7 +224,8 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
     _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
              key, value, "a positive integer")
   _require(isinstance(config.seed, int), "seed", config.seed, "an integer")
-  _require(config.worker_count >= 0, "worker_count", config.worker_count,
+  _require(isinstance(config.worker_count, int) and config.worker_count >= 0,
+           "worker_count", config.worker_count,
            "0 (in-process) or a positive number of worker processes")
   _require(isinstance(config.train_resize_scale, (int, float))
            and 1.0 <= config.train_resize_scale <= 4.0, "train_resize_scale",
@@ -305,10 +306,12 @@ def _validate_evaluation(ev: ml_collections.ConfigDict) -> None:
            "'latest', 'all', or checkpoint steps such as '5000' or '5000,10000'")
   _require(isinstance(ev.fid_weights, str), "evaluation.fid_weights",
            ev.fid_weights, "a path to pt_inception-2015-12-05-6726825d.pth or ''")
-  _require(ev.auc_step > 0, "evaluation.auc_step", ev.auc_step,
-           "a positive distance in ab units")
-  intervals = ev.auc_max_distance / ev.auc_step if ev.auc_step > 0 else 0
-  _require(ev.auc_max_distance > 0 and abs(intervals - round(intervals)) < 1e-6,
+  # Types first: a model.json's config (colorize) may hold any JSON value.
+  _require(isinstance(ev.auc_step, (int, float)) and ev.auc_step > 0,
+           "evaluation.auc_step", ev.auc_step, "a positive distance in ab units")
+  intervals = (ev.auc_max_distance / ev.auc_step
+               if isinstance(ev.auc_max_distance, (int, float)) else -1)
+  _require(intervals > 0 and abs(intervals - round(intervals)) < 1e-6,
            "evaluation.auc_max_distance", ev.auc_max_distance,
            f"a positive multiple of evaluation.auc_step={ev.auc_step} "
            "(Zhang et al.: 150)")

@@ -12,10 +12,18 @@ serving/colorize.stablehlo and with --saved_model serving/saved_model/
 on or serve by URL. Load it with `Colorizer.from_pretrained(PATH_OR_URL)` or
 `python -m jaxcolor.colorize --model PATH_OR_URL`. Nothing half-written is
 left at OUTPUT: the directory is built aside and renamed.
+
+An artifact is made to be handed on, so it carries nothing of the exporting
+machine: model.json records the run's name and step, not its path (the
+evaluation's checkpoint path is dropped, and absolute paths in the config,
+such as a `folder:` dataset or `data_dir`, keep only their last component);
+directories are 0755 and files 0644; the archive's members belong to uid 0
+with no user or group name.
 """
 
 import os
 import pathlib
+import re
 import sys
 import tarfile
 import tempfile
@@ -49,9 +57,10 @@ def export(workdir: str | os.PathLike, output: str | os.PathLike, *,
       "output": colorizer.output,
       "networks": sorted({path.split("/")[0] for path in colorizer.arrays}),
       "image_size": config.image_size,
+      "run": _run_name(workdir),
       "step": colorizer.step,
-      "evaluation": run_dir.read_eval(colorizer.step),
-      "config": config.to_dict(),
+      "evaluation": _without_local_paths(_evaluation(run_dir, colorizer.step)),
+      "config": _without_local_paths(config.to_dict()),
       "serving": [name for name, wanted in (
           (serving.STABLEHLO, stablehlo), (serving.SAVED_MODEL, saved_model))
           if wanted],
@@ -77,15 +86,60 @@ def json_record(path: pathlib.Path) -> dict[str, Any]:
   return meta
 
 
+def _run_name(workdir: str | os.PathLike) -> str:
+  """The run's folder name ('default' for runs/default/), never its path."""
+  name = pathlib.PurePosixPath(str(workdir).rstrip("/")).name
+  return name if name not in ("", ".", "..") else (
+      pathlib.Path(workdir).resolve().name)
+
+
+def _evaluation(run_dir: rundir.RunDir, step: int) -> dict[str, Any] | None:
+  """The step's evaluation without its 'checkpoint' (a local path)."""
+  record = run_dir.read_eval(step)
+  if record is None:
+    return None
+  return {k: v for k, v in record.items() if k != "checkpoint"}
+
+
+# A local absolute path, alone or after a 'kind:' prefix ('folder:/data');
+# URLs ('gs://...') are not local and stay.
+_LOCAL_PATH = re.compile(r"(?P<prefix>[A-Za-z_]+:)?(?P<path>[/~].*)",
+                         re.DOTALL)
+
+
+def _without_local_paths(value: Any) -> Any:
+  """`value` (JSON-like) with each absolute local path cut to its last
+  component: the record keeps which file or folder, not where it lay."""
+  if isinstance(value, dict):
+    return {k: _without_local_paths(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_without_local_paths(v) for v in value]
+  if isinstance(value, str) and "://" not in value:
+    match = _LOCAL_PATH.fullmatch(value)
+    if match:
+      name = pathlib.PurePosixPath(match["path"].rstrip("/")).name
+      return (match["prefix"] or "") + name
+  return value
+
+
+def _portable(info: tarfile.TarInfo) -> tarfile.TarInfo:
+  """A member as anyone may extract it: no owner's ids or names."""
+  info.uid = info.gid = 0
+  info.uname = info.gname = ""
+  info.mode = 0o755 if info.isdir() else 0o644
+  return info
+
+
 def _archive(directory: pathlib.Path) -> pathlib.Path:
-  """DIR.tar.gz holding DIR/, written aside and renamed."""
+  """DIR.tar.gz holding DIR/, written aside and renamed (0644)."""
   target = directory.with_name(directory.name + ".tar.gz")
   handle, temporary = tempfile.mkstemp(dir=directory.parent,
                                        prefix=f".{target.name}.")
   os.close(handle)
   try:
     with tarfile.open(temporary, "w:gz") as t:
-      t.add(directory, arcname=directory.name)
+      t.add(directory, arcname=directory.name, filter=_portable)
+    os.chmod(temporary, 0o644)  # mkstemp's 0600 is for the writing only.
     os.replace(temporary, target)
   except BaseException:
     os.unlink(temporary)

@@ -55,12 +55,15 @@ def main(argv):
     logging.info("%s", host_memory.hint())
   # The jobs import TensorFlow (TensorBoard writers): after the flags parse,
   # so a flag error is reported at once.
-  from jaxcolor import divergence, evaluate, train  # noqa: PLC0415
+  from jaxcolor import checkpointing, divergence, evaluate, train  # noqa: PLC0415
   try:
     if _MODE.value == "evaluate":
       evaluate.evaluate_checkpoints(_CONFIG.value, _WORKDIR.value)
     else:
       train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except checkpointing.DamagedCheckpointError as e:  # The files' fault.
+    print(f"Error: {e}", file=sys.stderr)
+    sys.exit(2)
   except configuration.ConfigError as e:
     print(f"Configuration error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -123,13 +123,30 @@ class RunDir:
   def read_config(self) -> ml_collections.ConfigDict:
     """The run's config.json.
 
+    Only its form is checked here (a JSON object); which fields a run needs
+    depends on its system, so a missing one is named where the system is
+    built from it (`colorize.Colorizer.from_workdir`).
+
     Raises:
       FileNotFoundError: not a run directory (no config.json).
+      ConfigError: config.json is not JSON, or not an object of fields; the
+        message names the file (and the line and column of a JSON error).
     """
     if not self.config_path.is_file():
       raise FileNotFoundError(f"{self.config_path} not found: is {self.path} "
                               "a jaxcolor run directory?")
-    return ml_collections.ConfigDict(json.loads(self.config_path.read_text()))
+    try:
+      fields = json.loads(self.config_path.read_text())
+    except UnicodeDecodeError:
+      raise ConfigError(f"{self.config_path} is not valid JSON: it is not "
+                        "UTF-8 text.") from None
+    except json.JSONDecodeError as e:
+      raise ConfigError(f"{self.config_path} is not valid JSON: line "
+                        f"{e.lineno} column {e.colno} ({e.msg}).") from None
+    if not isinstance(fields, dict):
+      raise ConfigError(f"{self.config_path} is not a JSON object of config "
+                        "fields.")
+    return ml_collections.ConfigDict(fields)
 
   def write_eval(self, step: int, record: Mapping[str, Any]) -> epath.Path:
     """eval/<step>.json: {'step': step, **record}, non-finite numbers as

@@ -1,235 +1,124 @@
 """A local web app and HTTP API for a trained colorizer.
 
   python -m jaxcolor.serve --workdir runs/default      # or --model PATH_OR_URL
-      [--host 127.0.0.1] [--port 8000] [--max_upload_mb 20] [--max_megapixels 40]
+      [--host 127.0.0.1] [--port 8000] [--allowed_hosts NAME,...]
+      [--max_upload_mb 20] [--max_megapixels 40]
 
-  GET  /                      the page: drop or choose a photo, gray input and
-                              result side by side (a before/after slider),
-                              render size, download
-  POST /api/colorize[?render_size=N]
-                              image bytes in, PNG out (same size); errors are
-                              4xx with {"error": "..."}: 411 no length, 413
-                              over the upload or pixel limit (decompression
-                              bombs), 415 not an image, 400 a truncated or
-                              corrupt image or a bad render size
-  GET  /api/info              the model: system, output, step, sizes
-
-Binds 127.0.0.1 unless told otherwise. The standard library's threading
-HTTP server, not Gradio: no extra dependency, and every limit and error is
-ours to word and test. Requests are queued to one worker that colorizes up
-to --batch_size of them per network call (those with the same render size),
-so concurrent requests are batched and none is lost.
+The page and the API are jaxcolor/web/app.py's (what each path takes and
+answers); this command loads the model and runs the app under uvicorn. It
+binds 127.0.0.1 unless told otherwise, and answers only requests whose Host
+is one of --allowed_hosts (by default the loopback names and --host): behind
+a reverse proxy, name the public host there (docs/deploy.md, "Security").
 """
 
-import concurrent.futures
+import asyncio
 import dataclasses
-import http.server
-import io
-import json
-import queue
+import socket
 import sys
 import threading
-import time
-import urllib.parse
 from typing import Sequence
 
+import uvicorn
 from absl import flags
-from PIL import Image
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from jaxcolor import colorize
+from jaxcolor.web import app as app_lib
 
-MAX_RENDER_SIZE = 2048
+Limits = app_lib.Limits
 
 
-class RequestError(Exception):
-  """A client error: its HTTP status and one line for the user."""
+class _HeadTimeoutProtocol(H11Protocol):
+  """uvicorn's HTTP/1.1 protocol with a deadline on each request's head.
 
-  def __init__(self, status: int, message: str):
-    super().__init__(message)
-    self.status = status
+  uvicorn times a connection out only between requests (keep-alive), so a
+  client that connects and sends its head a byte a minute would hold the
+  connection forever; here the head must arrive within `head_timeout_s` of
+  the first byte (or of the connection)."""
+
+  head_timeout_s = 10.0
+
+  def connection_made(self, transport) -> None:
+    super().connection_made(transport)
+    self._head_timer = None
+    self._watch_head()
+
+  def data_received(self, data: bytes) -> None:
+    super().data_received(data)
+    self._watch_head()
+
+  def _waiting_for_head(self) -> bool:
+    return self.cycle is None or self.cycle.response_complete
+
+  def _watch_head(self) -> None:
+    if self._waiting_for_head():
+      if self._head_timer is None and not self.transport.is_closing():
+        self._head_timer = self.loop.call_later(self.head_timeout_s,
+                                                self._head_late)
+    elif self._head_timer is not None:
+      self._head_timer.cancel()
+      self._head_timer = None
+
+  def _head_late(self) -> None:
+    self._head_timer = None
+    if self._waiting_for_head() and not self.transport.is_closing():
+      self.transport.close()
 
 
 @dataclasses.dataclass
-class Limits:
-  max_upload_bytes: int = 20 << 20
-  max_pixels: int = 40_000_000
+class Running:
+  """A server running in a thread of this process (tests, notebooks)."""
+  server: uvicorn.Server
+  thread: threading.Thread
+  port: int
+
+  @property
+  def url(self) -> str:
+    return f"http://127.0.0.1:{self.port}"
+
+  def stop(self) -> None:
+    self.server.should_exit = True
+    self.thread.join(timeout=30)
 
 
-# An upload over the limit is read and dropped, up to this many times the
-# limit and for at most this long, before the 413 goes out: a client still
-# sending would otherwise meet a closed socket (a broken pipe, or a reset
-# that discards the answer) instead of the error's message.
-_DISCARD_FACTOR = 4
-_DISCARD_SECONDS = 5.0
+def make_server(app, host: str = "127.0.0.1", port: int = 8000,
+                limits: Limits | None = None
+                ) -> tuple[uvicorn.Server, socket.socket]:
+  """uvicorn serving `app`, and its socket, bound and listening (port 0: a
+  free one); `server.run(sockets=[sock])` serves."""
+  limits = limits or Limits()
+  protocol = type("Protocol", (_HeadTimeoutProtocol,),
+                  {"head_timeout_s": limits.header_timeout_s})
+  config = uvicorn.Config(
+      app, host=host, port=port, http=protocol, lifespan="off",
+      log_config=None, log_level="warning", access_log=False,
+      server_header=False, backlog=2048,
+      limit_concurrency=limits.max_connections, timeout_keep_alive=5,
+      h11_max_incomplete_event_size=16 << 10)
+  sock = config.bind_socket()
+  sock.listen(config.backlog)  # Connections queue from now on, not refused.
+  return uvicorn.Server(config), sock
 
 
-def decode(data: bytes, limits: Limits) -> Image.Image:
-  """The uploaded image, checked before and after decoding."""
-  try:
-    image = Image.open(io.BytesIO(data))
-  except (Image.UnidentifiedImageError, OSError):
-    raise RequestError(415, "not an image Pillow can read (JPEG, PNG, WebP, "
-                       "TIFF, BMP, ...).") from None
-  width, height = image.size
-  if width * height > limits.max_pixels:  # Before any pixel is decoded.
-    raise RequestError(413, f"{width} x {height} pixels is over the limit of "
-                       f"{limits.max_pixels:,} (a decompression bomb?).")
-  try:
-    image.load()
-  except (OSError, SyntaxError, ValueError) as e:
-    raise RequestError(400, f"truncated or corrupt image ({e}).") from None
-  return image
+def start(app, host: str = "127.0.0.1", port: int = 0,
+          limits: Limits | None = None) -> Running:
+  """Serves `app` from a background thread; returns once it listens."""
+  server, sock = make_server(app, host, port, limits)
+  thread = threading.Thread(
+      target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+  thread.start()
+  while not server.started and thread.is_alive():
+    threading.Event().wait(0.01)
+  return Running(server, thread, sock.getsockname()[1])
 
 
-class Batcher:
-  """One worker thread colorizing queued requests, batched by render size."""
-
-  def __init__(self, colorizer: colorize.Colorizer, wait_s: float = 0.02):
-    self._colorizers = {None: colorizer}
-    self._base, self._wait_s = colorizer, wait_s
-    self._lock = threading.Lock()
-    self._queue: queue.Queue = queue.Queue()
-    threading.Thread(target=self._work, daemon=True).start()
-
-  def colorizer(self, render_size: int | None) -> colorize.Colorizer:
-    with self._lock:
-      if render_size not in self._colorizers:
-        self._colorizers[render_size] = self._base.with_render_size(render_size)
-      return self._colorizers[render_size]
-
-  def submit(self, image: Image.Image, render_size: int | None
-             ) -> concurrent.futures.Future:
-    future = concurrent.futures.Future()
-    self._queue.put((render_size, image, future))
-    return future
-
-  def _work(self) -> None:
-    while True:
-      first = self._queue.get()
-      batch, rest = [first], []
-      size = self._base.batch_size
-      try:
-        while len(batch) < size:
-          item = self._queue.get(timeout=self._wait_s)
-          (batch if item[0] == first[0] else rest).append(item)
-      except queue.Empty:
-        pass
-      for item in rest:  # Other render sizes wait for the next round.
-        self._queue.put(item)
-      try:
-        results = self.colorizer(first[0]).colorize_batch(
-            [image for _, image, _ in batch])
-        for (_, _, future), rgb in zip(batch, results):
-          future.set_result(rgb)
-      except Exception as e:  # noqa: BLE001 (each waiting request gets it)
-        for _, _, future in batch:
-          future.set_exception(e)
-
-
-def make_handler(batcher: Batcher, limits: Limits, info: dict):
-  page = _PAGE.replace("__TITLE__", f"jaxcolor: {info['system']} "
-                       f"({info['output']}, step {info['step']})")
-
-  class Handler(http.server.BaseHTTPRequestHandler):
-    server_version = "jaxcolor"
-
-    def log_message(self, format, *args):  # noqa: A002
-      pass
-
-    def _send(self, status: int, body: bytes, kind: str) -> None:
-      self.send_response(status)
-      self.send_header("Content-Type", kind)
-      self.send_header("Content-Length", str(len(body)))
-      self.end_headers()
-      self.wfile.write(body)
-
-    def _error(self, status: int, message: str) -> None:
-      self.close_connection = True  # The unread body must not be parsed.
-      self._send(status, json.dumps({"error": message}).encode(),
-                 "application/json")
-
-    def _discard(self, length: int) -> None:
-      """Reads and drops up to `length` bytes of the request body, within
-      the `_DISCARD_*` bounds; what is left is cut off with the connection."""
-      left = min(length, _DISCARD_FACTOR * limits.max_upload_bytes)
-      deadline = time.monotonic() + _DISCARD_SECONDS
-      try:
-        self.connection.settimeout(_DISCARD_SECONDS)
-        while left > 0 and time.monotonic() < deadline:
-          chunk = self.rfile.read1(min(left, 1 << 16))
-          if not chunk:
-            break
-          left -= len(chunk)
-      except OSError:
-        pass
-
-    def do_GET(self):
-      path = urllib.parse.urlsplit(self.path).path
-      if path == "/":
-        self._send(200, page.encode(), "text/html; charset=utf-8")
-      elif path == "/api/info":
-        self._send(200, json.dumps(info).encode(), "application/json")
-      else:
-        self._error(404, f"no page {path}")
-
-    def do_POST(self):
-      url = urllib.parse.urlsplit(self.path)
-      if url.path != "/api/colorize":
-        return self._error(404, f"no endpoint {url.path}")
-      try:
-        render_size = _render_size(urllib.parse.parse_qs(url.query))
-        length = self.headers.get("Content-Length")
-        if length is None:
-          raise RequestError(411, "send the image with a Content-Length.")
-        if not length.strip().isdigit():
-          raise RequestError(400, f"Content-Length {length!r} is not a "
-                             "byte count.")
-        length = int(length)
-        if length > limits.max_upload_bytes:
-          self._discard(length)
-          raise RequestError(413, f"upload of {length:,} bytes is over "
-                             f"the limit of {limits.max_upload_bytes:,}.")
-        image = decode(self.rfile.read(length), limits)
-        if render_size is not None:
-          batcher.colorizer(render_size)  # A size it cannot take: 400 now.
-        rgb = batcher.submit(image, render_size).result()
-      except RequestError as e:
-        return self._error(e.status, str(e))
-      except ValueError as e:  # A render size the network cannot take.
-        return self._error(400, str(e))
-      out = io.BytesIO()
-      Image.fromarray(rgb).save(out, format="PNG")
-      self._send(200, out.getvalue(), "image/png")
-
-  return Handler
-
-
-def _render_size(query: dict) -> int | None:
-  values = query.get("render_size", [""])
-  if values[0] in ("", "default"):
-    return None
-  try:
-    size = int(values[0])
-  except ValueError:
-    raise RequestError(400, f"render_size={values[0]!r}: a whole number of "
-                       "pixels, or 'default'.") from None
-  if not 1 <= size <= MAX_RENDER_SIZE:
-    raise RequestError(400, f"render_size={size}: between 1 and "
-                       f"{MAX_RENDER_SIZE}.")
-  return size
-
-
-def make_server(colorizer: colorize.Colorizer, host: str = "127.0.0.1",
-                port: int = 8000, limits: Limits | None = None
-                ) -> http.server.ThreadingHTTPServer:
-  """The server, bound but not yet serving (`serve_forever()`)."""
-  info = {"system": colorizer.system.config.system, "output": colorizer.output,
-          "step": colorizer.step, "image_size": colorizer.image_size,
-          "max_render_size": MAX_RENDER_SIZE}
-  handler = make_handler(Batcher(colorizer), limits or Limits(), info)
-  server = http.server.ThreadingHTTPServer((host, port), handler)
-  server.daemon_threads = True
-  return server
+def allowed_hosts(host: str, extra: Sequence[str]) -> tuple[str, ...]:
+  """The Host header values answered: the loopback names, the bound address
+  (unless it is a wildcard) and `extra` ('*' among them: any)."""
+  names = list(app_lib.LOOPBACK_HOSTS)
+  if host not in ("0.0.0.0", "::", ""):
+    names.append(host)
+  return tuple(dict.fromkeys([*names, *extra]))
 
 
 def main(argv: Sequence[str]) -> None:
@@ -241,100 +130,50 @@ def main(argv: Sequence[str]) -> None:
     print("Error: give exactly one of --workdir and --model.", file=sys.stderr)
     sys.exit(2)
   try:
+    limits = Limits(max_upload_bytes=FLAGS.max_upload_mb << 20,
+                    max_pixels=int(FLAGS.max_megapixels * 1e6),
+                    max_pixels_in_flight=max(
+                        Limits.max_pixels_in_flight,
+                        int(FLAGS.max_megapixels * 1e6)),
+                    body_timeout_s=FLAGS.body_timeout,
+                    header_timeout_s=FLAGS.header_timeout)
     colorizer = (colorize.Colorizer.from_pretrained(FLAGS.model,
                                                     batch_size=FLAGS.batch_size)
                  if FLAGS.model else colorize.Colorizer.from_workdir(
                      FLAGS.workdir, batch_size=FLAGS.batch_size))
-    server = make_server(colorizer, FLAGS.host, FLAGS.port, Limits(
-        FLAGS.max_upload_mb << 20, int(FLAGS.max_megapixels * 1e6)))
+    print("Compiling the network...", file=sys.stderr, flush=True)
+    app = app_lib.make_app(colorizer, limits, allowed_hosts=allowed_hosts(
+        FLAGS.host, FLAGS.allowed_hosts))
+    server, sock = make_server(app, FLAGS.host, FLAGS.port, limits)
   except (FileNotFoundError, ValueError, OSError) as e:
     print(f"Error: {e}", file=sys.stderr)
     sys.exit(2)
-  host, port = server.server_address[:2]
+  host, port = sock.getsockname()[:2]
   print(f"Serving {colorizer.output!r} on http://{host}:{port}/ "
         "(Ctrl-C stops).", flush=True)
-  try:
-    server.serve_forever()
-  except KeyboardInterrupt:
-    pass
-  finally:
-    server.server_close()
+  server.run(sockets=[sock])
 
 
 def _define_flags() -> None:
   flags.DEFINE_string("workdir", None, "A training run's directory.")
   flags.DEFINE_string("model", None, "A model artifact (path or URL).")
   flags.DEFINE_string("host", "127.0.0.1", "Address to bind (0.0.0.0: every "
-                      "interface; only on a trusted network).")
+                      "interface; only on a trusted network or behind a "
+                      "proxy).")
   flags.DEFINE_integer("port", 8000, "Port (0: any free one).")
+  flags.DEFINE_list("allowed_hosts", [], "Host header values to answer "
+                    "besides the loopback names and --host, e.g. the public "
+                    "name behind a proxy; '*': any.")
   flags.DEFINE_integer("batch_size", 8, "Requests per network call.")
-  flags.DEFINE_integer("max_upload_mb", 20, "Largest upload, MiB.")
-  flags.DEFINE_float("max_megapixels", 40.0, "Largest image, megapixels.")
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}
-#drop{border:2px dashed #888;padding:2em;text-align:center;border-radius:8px}
-#drop.over{background:#eef}
-#compare{position:relative;display:inline-block;margin-top:1em}
-#compare img{display:block;max-width:100%}
-#after{position:absolute;top:0;left:0;clip-path:inset(0 0 0 50%)}
-#status{margin:1em 0;color:#444}
-</style></head><body>
-<h1>__TITLE__</h1>
-<div id="drop">Drop a photo here, or <input type="file" id="file" accept="image/*"></div>
-<p>Render size: <select id="size"><option value="default">training size</option>
-<option>256</option><option>384</option><option>512</option><option>768</option></select>
-<a id="download" download="colorized.png" hidden>Download the result</a></p>
-<div id="status"></div>
-<div id="compare" hidden><img id="before" alt="gray input"><img id="after" alt="colorized">
-<input type="range" id="slider" min="0" max="100" value="50" style="width:100%"></div>
-<script>
-const drop = document.getElementById("drop"), status = document.getElementById("status");
-let current = null;
-async function run(file) {
-  current = file;
-  status.textContent = "Colorizing " + file.name + "...";
-  const size = document.getElementById("size").value;
-  const response = await fetch("/api/colorize?render_size=" + size, {method: "POST", body: file});
-  if (!response.ok) {
-    status.textContent = "Error: " + (await response.json()).error;
-    return;
-  }
-  const url = URL.createObjectURL(await response.blob());
-  const gray = await grayscale(file);
-  document.getElementById("before").src = gray;
-  document.getElementById("after").src = url;
-  const link = document.getElementById("download");
-  link.href = url; link.hidden = false;
-  link.download = file.name.replace(/\\.[^.]*$/, "") + "_colorized.png";
-  document.getElementById("compare").hidden = false;
-  status.textContent = "Done: left of the line the gray input, right the colours.";
-}
-function grayscale(file) {
-  return new Promise(resolve => {
-    const img = new Image();
-    img.onload = () => {
-      const c = document.createElement("canvas");
-      c.width = img.naturalWidth; c.height = img.naturalHeight;
-      const g = c.getContext("2d"); g.filter = "grayscale(1)"; g.drawImage(img, 0, 0);
-      resolve(c.toDataURL());
-    };
-    img.src = URL.createObjectURL(file);
-  });
-}
-document.getElementById("slider").oninput = e =>
-  document.getElementById("after").style.clipPath = "inset(0 0 0 " + e.target.value + "%)";
-document.getElementById("file").onchange = e => e.target.files[0] && run(e.target.files[0]);
-document.getElementById("size").onchange = () => current && run(current);
-drop.ondragover = e => { e.preventDefault(); drop.classList.add("over"); };
-drop.ondragleave = () => drop.classList.remove("over");
-drop.ondrop = e => { e.preventDefault(); drop.classList.remove("over");
-  if (e.dataTransfer.files[0]) run(e.dataTransfer.files[0]); };
-</script></body></html>
-"""
+  flags.DEFINE_integer("max_upload_mb", 20, "Largest upload, MiB.",
+                       lower_bound=1)
+  flags.DEFINE_float("max_megapixels", 40.0, "Largest image, megapixels.",
+                     lower_bound=0.01)
+  flags.DEFINE_float("body_timeout", Limits.body_timeout_s, "Seconds an "
+                     "upload may take to arrive (then 408).", lower_bound=0.1)
+  flags.DEFINE_float("header_timeout", Limits.header_timeout_s, "Seconds a "
+                     "request's head may take to arrive (then the connection "
+                     "is closed).", lower_bound=0.1)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,15 @@ Two forms (`python -m jaxcolor.export ... --stablehlo --saved_model`):
                                StableHLO in an XlaCallModule op, the weights
                                as variables): `tf.saved_model.load(path)
                                .serve(rgb)`, or TF Serving's 'serving_default'.
+
+Both are lowered with source locations cut to file names (`_file_names_only`):
+JAX records each operation's Python frames in the StableHLO as debug
+locations, and an artifact must not carry the exporting machine's paths.
 """
 
+import contextlib
 import pathlib
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -52,13 +57,39 @@ def program(colorizer) -> Callable[[dict, jax.Array], jax.Array]:
   return colorize
 
 
+# Everything up to the last separator of a source path: the directories.
+_DIRECTORIES = r".*[/\\]"
+
+
+@contextlib.contextmanager
+def _file_names_only() -> Iterator[None]:
+  """Lowering inside records 'serving.py:47', not '/home/.../serving.py:47'.
+
+  JAX's locations hold the file of every Python frame that traced an
+  operation (this package's, Flax's, the caller's script), absolute paths
+  of the exporting machine. `jax.export` offers no option to drop them; the
+  canonicalization regex applies wherever JAX writes a location, and is part
+  of the trace context, so nothing lowered before is reused. The file name
+  and line stay, so that an error in a serving process still points at a
+  source line.
+  """
+  name = "jax_hlo_source_file_canonicalization_regex"
+  previous = getattr(jax.config, name)
+  jax.config.update(name, _DIRECTORIES)
+  try:
+    yield
+  finally:
+    jax.config.update(name, previous)
+
+
 def export_stablehlo(colorizer, path: pathlib.Path) -> None:
   """The program with the weights inside, serialized by `jax.export`."""
   arrays = colorizer.arrays
   colorize = program(colorizer)
   batch, height, width = jax.export.symbolic_shape("b, h, w")
-  exported = jax.export.export(jax.jit(lambda rgb: colorize(arrays, rgb)))(
-      jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8))
+  with _file_names_only():
+    exported = jax.export.export(jax.jit(lambda rgb: colorize(arrays, rgb)))(
+        jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8))
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_bytes(exported.serialize())
 
@@ -84,8 +115,10 @@ def export_saved_model(colorizer, path: pathlib.Path) -> None:
     return converted(module.weights, rgb)
 
   module.serve = serve
-  tf.saved_model.save(module, str(path),
-                      signatures={"serving_default": serve})
+  # jax2tf lowers the program when `serve` is traced, during the save.
+  with _file_names_only():
+    tf.saved_model.save(module, str(path),
+                        signatures={"serving_default": serve})
 
 
 def run_stablehlo(data: bytes, rgb: np.ndarray) -> np.ndarray:

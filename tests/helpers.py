@@ -1,12 +1,17 @@
-"""Helpers shared by the training tests: configs, batches, sharded steps.
+"""Helpers shared by the tests: configs, batches, sharded steps, a local
+HTTP server for downloads.
 
 Imported as `import helpers` (pytest puts tests/ on sys.path: it is not a
 package).
 """
 
 import contextlib
+import functools
+import http.server
 import importlib.util
 import json
+import threading
+import time
 from pathlib import Path
 
 import jax
@@ -182,3 +187,64 @@ def one_device_mesh():
     patch.setattr(parallel, "make_mesh",
                   lambda devices=None: make_mesh(devices or jax.devices()[:1]))
     yield
+
+
+# -- a local HTTP server for downloads -----------------------------------------
+
+
+class RangeFiles(http.server.SimpleHTTPRequestHandler):
+  """Serves a folder with HTTP Range support, answering 416 for a range
+  past the end; `cut_after` bytes ends the next response early (a dropped
+  connection), `pause` seconds between 64 KiB pieces keep two downloads
+  overlapping. `requests`: (Range header, status) of each request."""
+  cut_after = None
+  pause = 0.0
+  requests: list = []
+
+  def log_message(self, *args):
+    pass
+
+  def do_GET(self):
+    path = Path(self.translate_path(self.path))
+    if not path.is_file():
+      self.send_error(404)
+      return
+    data = path.read_bytes()
+    header = self.headers.get("Range")
+    start = int(header.split("=")[1].split("-")[0]) if header else 0
+    if start >= len(data) and header:
+      type(self).requests.append((header, 416))
+      self.send_response(416)
+      self.send_header("Content-Range", f"bytes */{len(data)}")
+      self.send_header("Content-Length", "0")
+      self.end_headers()
+      return
+    type(self).requests.append((header, 206 if header else 200))
+    self.send_response(206 if header else 200)
+    if header:
+      self.send_header("Content-Range",
+                       f"bytes {start}-{len(data) - 1}/{len(data)}")
+    self.send_header("Content-Length", str(len(data) - start))
+    self.end_headers()
+    body = data[start:]
+    if type(self).cut_after is not None:
+      body, type(self).cut_after = body[:type(self).cut_after], None
+    for i in range(0, len(body), 1 << 16):
+      self.wfile.write(body[i:i + (1 << 16)])
+      time.sleep(type(self).pause)
+
+
+@contextlib.contextmanager
+def serve_folder(directory):
+  """The URL of a `RangeFiles` server of `directory` on 127.0.0.1, its
+  class settings reset."""
+  handler = functools.partial(RangeFiles, directory=str(directory))
+  httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+  thread.start()
+  RangeFiles.requests, RangeFiles.cut_after, RangeFiles.pause = [], None, 0.0
+  try:
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+  finally:
+    httpd.shutdown()
+    httpd.server_close()

@@ -2,14 +2,11 @@
 server on 127.0.0.1), serving programs in fresh processes, render sizes, and
 every bad input named in one line with nothing half-written."""
 
-import functools
-import http.server
 import json
 import pathlib
 import shutil
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -74,48 +71,10 @@ def test_artifact_holds_the_ema_generator_only_and_colours_as_the_run(
                                 from_run.colorize(_photos(1)[0]))
 
 
-class _Files(http.server.SimpleHTTPRequestHandler):
-  """Serves a folder with HTTP Range support; `cut_after` bytes, when set,
-  ends the first response early (a dropped connection)."""
-  cut_after = None
-  requests: list = []
-
-  def log_message(self, *args):
-    pass
-
-  def do_GET(self):
-    path = pathlib.Path(self.translate_path(self.path))
-    if not path.is_file():
-      self.send_error(404)
-      return
-    data = path.read_bytes()
-    start = 0
-    header = self.headers.get("Range")
-    type(self).requests.append(header)
-    if header:
-      start = int(header.split("=")[1].split("-")[0])
-      self.send_response(206)
-      self.send_header("Content-Range",
-                       f"bytes {start}-{len(data) - 1}/{len(data)}")
-    else:
-      self.send_response(200)
-    self.send_header("Content-Length", str(len(data) - start))
-    self.end_headers()
-    body = data[start:]
-    if type(self).cut_after is not None:
-      body, type(self).cut_after = body[:type(self).cut_after], None
-    self.wfile.write(body)
-
-
 @pytest.fixture
 def server(exported):
-  out, result = exported
-  handler = functools.partial(_Files, directory=str(out.parent))
-  httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-  thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-  thread.start()
-  yield f"http://127.0.0.1:{httpd.server_address[1]}"
-  httpd.shutdown()
+  with helpers.serve_folder(exported[0].parent) as url:
+    yield url
 
 
 def test_download_resumes_checks_sha256_and_is_cached(exported, server,
@@ -125,15 +84,16 @@ def test_download_resumes_checks_sha256_and_is_cached(exported, server,
   archive = pathlib.Path(result["archive"])
   digest = artifact.sha256_of(archive)
   url = f"{server}/{archive.name}"
-  _Files.requests = []
-  _Files.cut_after = 1000
+  helpers.RangeFiles.requests = []
+  helpers.RangeFiles.cut_after = 1000
   with pytest.raises(artifact.ArtifactError, match="rerun to resume"):
     artifact.fetch(url, sha256=digest, progress=False)
   local = artifact.fetch(f"{url}#sha256={digest}", progress=False)
-  assert _Files.requests == [None, "bytes=1000-"]
+  assert helpers.RangeFiles.requests == [(None, 200),
+                                         ("bytes=1000-", 206)]
   assert (local / "model.json").is_file()
   assert artifact.fetch(url, sha256=digest, progress=False) == local
-  assert len(_Files.requests) == 2  # Cached: no third request.
+  assert len(helpers.RangeFiles.requests) == 2  # Cached: no third request.
   colorizer = colorize.Colorizer.from_pretrained(url)
   assert colorizer.output == "generator_ema"
 

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from jaxcolor import colorize
+from jaxcolor import photo_files
 from jaxcolor import photo_io
 from jaxcolor import rundir
 from jaxcolor import score
@@ -30,7 +31,7 @@ from jaxcolor.data import transforms
 
 def _photos(workdir: str, folder: str | None) -> list[pathlib.Path]:
   if folder is not None:
-    return [file for file, _ in photo_io.find_inputs([folder])]
+    return [file for file, _ in photo_files.find_inputs([folder])]
   dataset = rundir.RunDir(workdir).read_config().dataset
   if not dataset.startswith("folder:"):
     raise SystemExit(f"error: the run trained on {dataset!r}, not a folder; "
@@ -53,7 +54,7 @@ def main() -> None:
       args.workdir, args.checkpoint, output=args.output, batch_size=16)
   images, truths = [], []
   for file in _photos(args.workdir, args.photos):
-    image = photo_io.load_image(file)
+    image = photo_files.load_image(file)
     rgb = np.asarray(image.convert("RGB"))
     if not transforms.is_grayscale(rgb):
       images.append(image)

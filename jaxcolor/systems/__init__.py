@@ -25,13 +25,18 @@ def names() -> list[str]:
   return sorted(_SYSTEMS)
 
 
-def create(config: ml_collections.ConfigDict) -> System:
-  """The system `config.system`, built from `config` (not yet validated)."""
-  name = config.system
+def get_class(name: str) -> type[System]:
+  """The class of system `name`, not yet built: its `config_fields` are
+  what a config is validated with before anything reads it."""
   if name not in _SYSTEMS:
     raise ConfigError(
         f"config.system={name!r} is unknown{suggest(name, _SYSTEMS)}; "
         f"systems: {', '.join(names())}.")
   module_name, class_name = _SYSTEMS[name].split(":")
   module = importlib.import_module(f"{__name__}.{module_name}")
-  return getattr(module, class_name)(config)
+  return getattr(module, class_name)
+
+
+def create(config: ml_collections.ConfigDict) -> System:
+  """The system `config.system`, built from `config` (not yet validated)."""
+  return get_class(config.system)(config)
