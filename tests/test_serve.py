@@ -43,8 +43,13 @@ LIMITS = app_lib.Limits(max_upload_bytes=2 << 20, max_pixels=4_000_000,
 
 
 @pytest.fixture(scope="module")
-def server(colorizer):
-  running = serve.start(app_lib.make_app(colorizer, LIMITS), limits=LIMITS)
+def app(colorizer):
+  return app_lib.make_app(colorizer, LIMITS)
+
+
+@pytest.fixture(scope="module")
+def server(app, colorizer):
+  running = serve.start(app, limits=LIMITS)
   yield running.port, colorizer
   running.stop()
 
@@ -240,6 +245,26 @@ def test_slow_clients_are_cut_off(server):
   assert time.monotonic() - start < 8
   body.close()
   head.close()
+
+
+def test_a_failing_network_is_a_500_with_its_error_named(server, app):
+  """The connection gets an answer, and the server goes on serving."""
+  port, _ = server
+  original = app.state.batcher.submit
+
+  def failing(array):
+    future = concurrent.futures.Future()
+    future.set_exception(RuntimeError("device lost"))
+    return future
+
+  app.state.batcher.submit = failing
+  try:
+    status, kind, data = _post(port, _JPEG)
+  finally:
+    app.state.batcher.submit = original
+  assert status == 500 and kind == "application/json"
+  assert json.loads(data)["error"] == "the colorizer failed: RuntimeError."
+  assert _post(port, _JPEG)[0] == 200
 
 
 class _FakeColorizer:
