@@ -9,7 +9,7 @@ Three tables, each a median over `--repeats` calls of one jitted function
 - `adjoint`: a transposed convolution's weight gradient, [k, k, I, O], as
   the adjoint convolution's (`_strided_weight_gradient`, then `_swap_io`)
   and as the patch product (`_adjoint_weight_gradient`), alone and followed
-  by an optimiser-like update that reads it twice (`p - 0.1 w^2 + w`): the
+  by an optimizer-like update that reads it twice (`p - 0.1 w^2 + w`): the
   update reads the gradient through whatever transpose its layout needs.
 - `adam`: optax's Adam update of one [4, 4, 1024, 512] kernel whose
   gradient comes contiguous, or as a [k * k * O, I] product whose last two

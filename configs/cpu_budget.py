@@ -1,36 +1,36 @@
 r"""The best colorizer found for 25 minutes of a 2-core CPU (docs/results.md).
 
 pix2pix (papers 001, 003, 004) with the remedies the seed papers give for
-the early GAN's wild colours, measured under the quality protocol of
+the early GAN's wild colors, measured under the quality protocol of
 docs/results.md (trained on photos256 without bsds_test/, scored on
 bsds_test/ at full resolution through `jaxcolor.colorize`):
 
   1. L1 warm-up (paper 003, sec. 6.5): the first `loss.l1_warmup_steps`
      steps train the U-Net alone on L1, D untouched. Alone, L1 is the
      conservative colorizer that beats the gray baseline in PSNR but keeps
-     about a third of the photos' colourfulness.
+     about a third of the photos' colorfulness.
   2. Then the pix2pix GAN (cGAN + 100 L1, Adam 2e-4, beta1 0.5), which adds
-     colour, and with it the early GAN's blotches.
+     color, and with it the early GAN's blotches.
   3. An exponential moving average of the generator's weights
      (`generator_ema_decay`), which averages the blotches of successive
-     steps away while keeping the colour they agree on: the EMA weights
+     steps away while keeping the color they agree on: the EMA weights
      are what `colorize` uses; the raw weights are scored beside them.
      `generator_ema_ramp = 'gan'`: the average restarts at the GAN phase's
      first step and then has the constant decay 0.998, so after n GAN steps
      the warm-up's L1 model keeps the weight 0.998^n and the rest is an
-     average over the last few hundred GAN steps. Colour then arrives more
+     average over the last few hundred GAN steps. Color then arrives more
      slowly per step than with the ramp from step 0, so a checkpoint lands
-     nearer the colour wanted (docs/results.md compares the two).
+     nearer the color wanted (docs/results.md compares the two).
 
 The networks are pix2pix's at half width (ngf 32, ndf 32) with 7
 downsamplings at 128 px; 1,500 warm-up steps and 900 GAN steps at a
 constant rate. The step count was chosen on the run's own held-out split
-(never on the test photos): the most colourful checkpoint (every 100
+(never on the test photos): the most colorful checkpoint (every 100
 steps) whose held-out PSNR stays above the gray baseline's.
 docs/results.md has its scores on bsds_test against the goal, the
 frontier, and the run's wall time.
 
-Run (PHOTOS: a folder of colour photos, e.g. photos256 without bsds_test/):
+Run (PHOTOS: a folder of color photos, e.g. photos256 without bsds_test/):
   python -m jaxcolor.main --config configs/cpu_budget.py --workdir runs/cpu_budget \
       --config.dataset=folder:PHOTOS
   tools/quality_protocol.sh configs/cpu_budget.py runs/cpu_budget   # + scores

@@ -9,7 +9,7 @@ With the recipe of configs/cpu_budget.py (docs/results.md): the first 600
 steps train the generator alone on L1 (paper 003's warm-up), the next 900
 are the pix2pix GAN, and the colorizer uses an exponential moving average
 of the generator's weights (decay 0.99), evaluated beside the raw weights.
-The plain GAN at this budget colours boldly and wrongly and scores below
+The plain GAN at this budget colors boldly and wrongly and scores below
 the gray baseline; this recipe scores above it.
 
 Run:

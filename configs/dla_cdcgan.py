@@ -11,7 +11,7 @@ DLA C-DCGAN differs from pix2pix only in its networks and hyperparameters:
     transposed-convolution upsamplings); ab out through tanh.
   - Discriminator 'dcgan_discriminator' (sec. 3.2, Table 1): 4x4 stride-2
     convolutions of widths 64, 128, 256, 512, batch norm (not on the first
-    layer, the DCGAN convention; the text normalises all: see
+    layer, the DCGAN convention; the text normalizes all: see
     jaxcolor/models/dcgan.py), LeakyReLU 0.2, then Conv5. The text says the
     last layer is a 1x1 convolution, Table 1 says 4x4, stride 1, one
     channel: we follow Table 1 (final_kernel_size=4; each logit sees 94 x 94
@@ -20,7 +20,7 @@ DLA C-DCGAN differs from pix2pix only in its networks and hyperparameters:
     (gan_mode 'vanilla'): the paper's sigmoid and log D of eq. (1), computed
     stably.
   - Loss (eq. 3): cGAN + lambda * L1, lambda = 100 (sec. 4).
-  - Optimiser (sec. 4): Adam, learning rate 0.0003, "momentum" 0.5 (beta1);
+  - Optimizer (sec. 4): Adam, learning rate 0.0003, "momentum" 0.5 (beta1);
     beta2 0.999 (not given: Adam's default). Constant rate: the paper names
     no decay.
   - Batch 16 and "a total of 20 iterations", read as 20 epochs: 20 epochs of

@@ -25,7 +25,7 @@ Differences, on purpose:
   - places365_small (1,803,460 training images, 365 classes, 256 x 256)
     instead of the original's Places-205 (not in TFDS); num_classes follows
     the dataset. 200k steps at batch 128 are ~14 epochs of it.
-  - alpha = 1/300 on a colour MSE taken on the original's [0, 1] scale
+  - alpha = 1/300 on a color MSE taken on the original's [0, 1] scale
     (jaxcolor/systems/iizuka.py explains the scale).
   - The loss compares full-size ab: the network's half-size output is
     upsampled bilinearly inside the model (jaxcolor/models/iizuka.py).

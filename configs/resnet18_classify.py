@@ -24,7 +24,7 @@ Presets:
             are the labels), e.g. ../shared/data/cifar10_jpg.tar.gz extracted
             into data/: `mkdir -p data && tar xzf cifar10_jpg.tar.gz -C data`.
             Where TFDS `cifar10` is prepared: --config.dataset=cifar10.
-            Measured: 71.8% top-1 on the test split (9,857 colour images),
+            Measured: 71.8% top-1 on the test split (9,857 color images),
             10 min of CPU time on 2 cores (docs/resnet18_unet.md).
   :rgb      RGB input (3-channel stem; summed over channels when the U-Net
             loads it).

@@ -16,7 +16,7 @@ What the papers give:
     U-Net's down-sampling path (fastai DynamicUnet, 256 px input, 2 output
     channels), the whole generator pretrained with L1 for 20 epochs, then
     cGAN + L1 training for 10-20 epochs on COCO. No number is reported, only
-    images: "impressive" colours after L1 alone, conservative (grayish)
+    images: "impressive" colors after L1 alone, conservative (grayish)
     where unsure, more vivid after the adversarial stage. It states neither
     rates nor batch: 1e-4 for pretraining, 2e-4 / beta1 0.5 for the GAN and
     batch 16 are those of the public tutorial its code follows (Shariatnia
@@ -90,7 +90,7 @@ def get_config(arg=None):
       "pretrain_optimizer": {"learning_rate": 1e-4, "b1": 0.9, "b2": 0.999,
                              "constant_steps": -1, "decay_steps": 0},
   })
-  # Stage 2's optimiser, for G and D.
+  # Stage 2's optimizer, for G and D.
   c.optimizer.learning_rate = 2e-4
   c.optimizer.b1 = 0.5
   c.optimizer.b2 = 0.999

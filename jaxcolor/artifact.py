@@ -7,7 +7,7 @@
                            evaluation, and the sha256 of every other file
     variables.safetensors  the arrays the colorizer reads, by state path
                            ('generator_ema/params/down_0/kernel'): no
-                           optimiser state, no discriminator, and where a run
+                           optimizer state, no discriminator, and where a run
                            keeps an EMA of its generator, only that
 
 safetensors holds raw arrays and a JSON header: loading it never executes
@@ -30,7 +30,7 @@ What a user hands `fetch` and `read` is hostile until checked:
   are not trusted, and tarfile reads pax headers whole), with at most 256
   members and no sparse ones. Trained float32 weights barely compress (about
   1.1x), so 20x is far above any real artifact and far below a bomb's 1000x;
-  the 64 MiB floor keeps small models with zero-initialised parts loadable.
+  the 64 MiB floor keeps small models with zero-initialized parts loadable.
   2 GiB is three times the largest paper variant's artifact (a 256-px
   pix2pix U-Net's 220 MB of weights, and as much again in each of its two
   serving forms). A directory's listed files may

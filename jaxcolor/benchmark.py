@@ -6,6 +6,9 @@ r"""Times the real training step, and optionally the host input pipeline.
       --config.compute_dtype=bfloat16 --input_pipeline
   python -m jaxcolor.benchmark --config configs/cpu_budget.py --colorize=PHOTOS
 
+(or `jaxcolor benchmark ...`; jaxcolor/cli.py starts both and holds the
+`--help` text).
+
 The step is the one training runs (`train_step.jit_train_step`: the system's
 `train_step`, jitted over the device mesh with the state donated), fed a
 synthetic batch already on the devices, so the number is the step's own cost:
@@ -66,6 +69,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from jaxcolor import cli  # noqa: E402
 from jaxcolor import colorize  # noqa: E402
 from jaxcolor import distributed  # noqa: E402
 from jaxcolor import data  # noqa: E402
@@ -127,7 +131,7 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
 
 def synthetic_batch(config: ml_collections.ConfigDict, seed: int = 0
                     ) -> dict[str, np.ndarray]:
-  """This process's share of a global batch: smooth random colour fields.
+  """This process's share of a global batch: smooth random color fields.
 
   Photos-like enough (not white noise) that nothing in the step is degenerate;
   the step's cost does not depend on the pixel values.
@@ -342,7 +346,7 @@ def time_colorize(config: ml_collections.ConfigDict, folder: str, *,
   stages = dict.fromkeys(("decode", "resize", "network", "upsample",
                           "recombine", "encode"), 0.0)
   with tempfile.TemporaryDirectory() as out:
-    # Warm-up: the network's and the colour conversions' compilations.
+    # Warm-up: the network's and the color conversions' compilations.
     photo_files.colorize_files(colorizer, files[:batch_size], out,
                                progress=False)
     for first in range(0, len(files), batch_size):
@@ -441,7 +445,8 @@ def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    raise app.UsageError(f"{cli.program()} takes only flags, not "
+                         f"{' '.join(argv[1:])}.")
   if _INFERENCE.value and _COLORIZE.value is not None:
     raise app.UsageError("--inference times the network alone and --colorize "
                          "the network and the path: give one.")
@@ -463,6 +468,11 @@ def main(argv):
   sys.stdout.flush()
 
 
-if __name__ == "__main__":
+def _define_flags() -> None:
+  # The flags themselves are defined at import, beside the timing functions
+  # the tests import; only the requirement waits for a run.
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+
+
+if __name__ == "__main__":
+  cli.run("benchmark", sys.modules[__name__])

@@ -26,7 +26,7 @@ _XYZ_FROM_RGB = np.array([[0.412453, 0.357580, 0.180423],
                           [0.019334, 0.119193, 0.950227]])
 _RGB_FROM_XYZ = np.linalg.inv(_XYZ_FROM_RGB)
 
-# CIE XYZ of the D65 reference white, 2 degree observer (Y normalised to 1).
+# CIE XYZ of the D65 reference white, 2 degree observer (Y normalized to 1).
 D65_WHITE = (0.95047, 1.0, 1.08883)
 
 # CIE 1976 L*a*b*: f(t) = t^(1/3) above (6/29)^3, else the tangent line
@@ -113,7 +113,7 @@ def rgb_to_lab(rgb: jax.Array) -> jax.Array:
 def lab_to_rgb(lab: jax.Array) -> jax.Array:
   """CIE L*a*b* (D65, 2 degree) -> sRGB in [0, 1], as `skimage.color.lab2rgb`.
 
-  Out-of-gamut colours are handled as skimage does: a negative f(Z)
+  Out-of-gamut colors are handled as skimage does: a negative f(Z)
   (b* > 200 (L* + 16) / 116) is set to 0 before the inverse, and the final RGB
   is clipped to [0, 1]. skimage also warns about the first case; a jitted
   function cannot, so it is silent here.

@@ -7,12 +7,12 @@ and return float32.
 PSNR and SSIM are computed on RGB quantised to 8 bits, i.e. on the image as it
 would be saved and as the papers measure saved results. SSIM is that of Wang
 et al. 2004 with its defaults (11x11 Gaussian window, sigma 1.5, K1 = 0.01,
-K2 = 0.03), per colour channel and averaged, over the window positions that
+K2 = 0.03), per color channel and averaged, over the window positions that
 fit inside the image; it equals `skimage.metrics.structural_similarity(...,
 gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1,
 channel_axis=-1)`.
 
-Formulas, colour spaces and references of every metric: docs/metrics.md.
+Formulas, color spaces and references of every metric: docs/metrics.md.
 """
 
 import functools
@@ -160,13 +160,13 @@ def raw_accuracy_auc(pred_ab: jax.Array, true_ab: jax.Array,
 
 @jax.jit
 def colorfulness(rgb: jax.Array) -> jax.Array:
-  """Hasler and Suesstrunk 2003's colourfulness M of 8-bit quantised RGB.
+  """Hasler and Suesstrunk 2003's colorfulness M of 8-bit quantised RGB.
 
   rg = R - G, yb = (R + G) / 2 - B on the 0..255 scale;
   M = sqrt(std(rg)^2 + std(yb)^2) + 0.3 sqrt(mean(rg)^2 + mean(yb)^2),
   population statistics over the image's pixels. 0 for a gray image; the
   paper's scale calls about 33 "moderately", 59 "quite" and 82 "highly
-  colourful".
+  colorful".
 
   Args:
     rgb: [B, H, W, 3] RGB in [0, 1].
@@ -180,9 +180,9 @@ def colorfulness(rgb: jax.Array) -> jax.Array:
   yb = 0.5 * (red + green) - blue
   axes = (-2, -1)
   spread = jnp.sqrt(jnp.var(rg, axis=axes) + jnp.var(yb, axis=axes))
-  centre = jnp.sqrt(jnp.square(jnp.mean(rg, axis=axes))
+  center = jnp.sqrt(jnp.square(jnp.mean(rg, axis=axes))
                     + jnp.square(jnp.mean(yb, axis=axes)))
-  return spread + 0.3 * centre
+  return spread + 0.3 * center
 
 
 def image_metrics(pred_rgb: jax.Array, pred_lab: jax.Array, true_rgb: jax.Array,
@@ -204,7 +204,7 @@ def image_metrics(pred_rgb: jax.Array, pred_lab: jax.Array, true_rgb: jax.Array,
 
   Returns:
     {name: [B] float32}; `colorfulness_difference` is negative where the
-    prediction is less colourful than the photo (the usual desaturation).
+    prediction is less colorful than the photo (the usual desaturation).
   """
   pred_colorfulness = colorfulness(pred_rgb)
   pred_ab, true_ab = pred_lab[..., 1:], true_lab[..., 1:]

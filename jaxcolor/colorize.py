@@ -5,6 +5,9 @@
       [--network_output generator] [--render_size 512]
   python -m jaxcolor.colorize --model PATH_OR_URL --output colorized/ photos/
 
+(or `jaxcolor colorize ...`; jaxcolor/cli.py starts both and holds the
+`--help` text).
+
 Each INPUT is an image file, a folder of images (searched recursively) or a
 video file (jaxcolor/video.py: frames batched, a*b* smoothed within shots,
 audio kept; --temporal_smoothing, --cut_threshold). Outputs go to
@@ -29,11 +32,11 @@ replaces them. From Python (a notebook):
 The network runs on the photo's lightness at the training size (squeezed to
 its square) or, with `render_size`, with the shorter side at that size and
 the aspect kept; its a*b* are joined to the photo's full-resolution L*
-(jaxcolor/photo_io.py). A colour photo is reduced to its L* first, so it can
+(jaxcolor/photo_io.py). A color photo is reduced to its L* first, so it can
 be used to check the model against the original.
 
 A run is rebuilt from WORKDIR/config.json and only the arrays its colorizing
-output reads are kept (`Colorizer.arrays`: no optimiser state, no
+output reads are kept (`Colorizer.arrays`: no optimizer state, no
 discriminator): exactly what `python -m jaxcolor.export` writes into an
 artifact (jaxcolor/artifact.py). Files are decoded as for training: grayscale,
 RGB, RGBA and LA (over white), palette, CMYK and 16-bit images, with their
@@ -61,11 +64,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import flags
-from absl import logging
 from PIL import Image
 
 from jaxcolor import artifact
 from jaxcolor import checkpointing
+from jaxcolor import cli
 from jaxcolor import color
 from jaxcolor import configuration
 from jaxcolor import experiment
@@ -99,7 +102,7 @@ class Colorizer:
                output: str | None = None, render_size: int | None = None,
                devices: Sequence[jax.Device] | None = None):
     """`state`: the system's state (a checkpoint's). `output`: which of the
-    system's outputs colours the photos (e.g. 'generator' for the raw
+    system's outputs colors the photos (e.g. 'generator' for the raw
     weights of a run that keeps an EMA); None: its final output, the first
     that `System.colorize` returns. `render_size`: the shorter side the
     network sees (None: the training size's square). `devices`: the devices
@@ -482,15 +485,15 @@ def _read_paths(fn, abstract, x, paths: list[str]) -> set[str]:
 
 
 def main(argv: Sequence[str]) -> None:
+  """`jaxcolor colorize`: runs under `cli.run`, which hides the libraries'
+  log lines (Orbax's on every restore would bury the one line a user
+  reads)."""
   FLAGS = flags.FLAGS
-  if not FLAGS["verbosity"].present:
-    # Orbax's INFO lines on every restore (and JAX's search for backends)
-    # would bury the one line a user reads; --verbosity=0 shows them.
-    logging.set_verbosity(logging.WARNING)
   inputs = list(argv[1:])
   if not inputs:
-    print("Usage: python -m jaxcolor.colorize (--workdir DIR | --model "
-          "PATH_OR_URL) --output OUT INPUT [INPUT ...]", file=sys.stderr)
+    print(f"Error: name the photos, folders or videos to colorize after the "
+          f"flags, e.g. `{cli.program()} --workdir runs/default --output "
+          f"colorized/ photo.jpg`.", file=sys.stderr)
     sys.exit(2)
   if (FLAGS.workdir is None) == (FLAGS.model is None):
     print("Error: give exactly one of --workdir (a training run) and --model "
@@ -590,14 +593,11 @@ def _define_flags() -> None:
   flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality (--format=jpeg).")
   flags.DEFINE_integer("batch_size", 8, "Images per network call.")
   flags.DEFINE_string("network_output", None,
-                      "Which of the run's outputs colours the photos, e.g. "
+                      "Which of the run's outputs colors the photos, e.g. "
                       "'generator' (raw weights) beside 'generator_ema'; "
                       "default: the system's final output.")
   flags.mark_flags_as_required(["output"])
 
 
 if __name__ == "__main__":
-  from absl import app
-
-  _define_flags()
-  app.run(main)
+  cli.run("colorize", sys.modules[__name__])

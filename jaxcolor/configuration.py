@@ -4,7 +4,7 @@
 runs before anything is built or compiled and raises `ConfigError` with one
 line naming the key, the value and what is allowed. Sections with a registry
 of their own are checked there: `config.optimizer` by `jaxcolor.optimizers`
-(when a system builds its optimiser), the datasets by
+(when a system builds its optimizer), the datasets by
 `jaxcolor.data.check_datasets` (which reads the file system), each system's
 own fields by its `validate`. This module imports only the ground floor
 (`jaxcolor.errors`).
@@ -48,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.num_train_steps = 1000
   c.seed = 0
-  c.compute_dtype = "float32"    # Parameters and optimiser state stay float32.
+  c.compute_dtype = "float32"    # Parameters and optimizer state stay float32.
   # The convolutions' forms (models/layers.py): 'auto' takes XLA's own
   # convolutions and nn.remat on GPU and TPU and, on the CPU, the
   # custom-gradient forms tuned for XLA:CPU, Winograd's for the larger 4 x 4
@@ -69,7 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.skip_nonfinite_steps = False
 
   c.log_every_steps = 50
-  # A device profile (clu.periodic_actions.Profile, for TensorBoard's
+  # A device profile (run_log.Profiler: jax.profiler, for TensorBoard's
   # profile plugin under WORKDIR/plugins/) of this many steps, taken two
   # steps after the run starts or resumes; 0 = none.
   c.profile_steps = 0
@@ -85,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.discriminator = ml_collections.ConfigDict({"name": "patchgan"})
   # GAN systems: gan_weight * cGAN + l1_weight * L1 (pix2pix: 1 and 100).
   # l1_warmup_steps: the first steps train G on L1 alone (D untouched), the
-  # remedy paper 003 (sec. 6.5) gives for the early GAN's wild colours.
+  # remedy paper 003 (sec. 6.5) gives for the early GAN's wild colors.
   c.loss = ml_collections.ConfigDict({"gan_mode": "vanilla", "l1_weight": 100.0,
                                       "gan_weight": 1.0, "l1_warmup_steps": 0})
   # GAN systems: an exponential moving average of the generator's weights

@@ -14,7 +14,7 @@ JAX's own variables still apply: JAX_LOCAL_DEVICE_IDS (this process's GPUs;
 under Slurm JAX defaults to one GPU per task) and JAX_NUM_CPU_DEVICES
 (simulated CPU devices per process, as launch/local_multiprocess.sh uses).
 
-After initialisation `jax.devices()` lists every host's devices; the mesh in
+After initialization `jax.devices()` lists every host's devices; the mesh in
 `jaxcolor.parallel` spans them all, each process feeds its own rows of the
 batch, and XLA's collectives cross hosts (gloo on CPU, NCCL on GPU, ICI/DCN
 on TPU). It must run before anything touches a device.

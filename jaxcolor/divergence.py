@@ -31,8 +31,8 @@ def guard_nonfinite(train_step, networks: tuple[str, ...], *,
 
   Network `n` is finite when its metrics (named `n_*`, after any
   '<phase>/' prefix) and its new state (`state[n]` and entries named
-  `n_*`: parameters, batch statistics, optimiser state) are all finite;
-  a finite `n_grad_norm` metric stands for its parameters and optimiser
+  `n_*`: parameters, batch statistics, optimizer state) are all finite;
+  a finite `n_grad_norm` metric stands for its parameters and optimizer
   state (`_unproven`). If any network is not, the whole update is dropped
   (the networks of a system train against each other's new values) except
   the step count, which advances as ever so the data position, the
@@ -85,7 +85,7 @@ def _unproven(key: str, value: Any, gradient_checked: bool) -> Any:
 
   A network that reports the norm of the gradients it applied
   (`<network>_grad_norm`) proves with that one number that its new
-  parameters and optimiser state are finite: Adam-style updates of finite
+  parameters and optimizer state are finite: Adam-style updates of finite
   values by finite gradients are finite (a gradient whose square overflows
   makes the norm infinite too), and the state they start from is finite (a
   non-finite state is never saved, and never stepped from unnoticed). Its
@@ -165,7 +165,7 @@ def check_finite(pending: list[dict], step: int, *,
                   f"step {last} in {checkpointer.directory}")
     raise TrainingDiverged(
         f"non-finite {where} "
-        f"({', '.join(shown) or 'new parameters or optimiser state'}); the "
+        f"({', '.join(shown) or 'new parameters or optimizer state'}); the "
         f"run stopped at step {step} without saving. Last good "
         f"checkpoint: {checkpoint}. Lower the learning rate, or pass "
         "--config.skip_nonfinite_steps=True to skip such steps.")

@@ -5,6 +5,8 @@
       [--config.eval_dataset=folder:/photos] [--config.num_eval_images=0] \\
       [--config.evaluation.fid_weights=pt_inception-2015-12-05-6726825d.pth]
 
+(or `jaxcolor evaluate --config ... --workdir ...`, which adds --mode=evaluate).
+
 For each chosen checkpoint of WORKDIR/checkpoints (the state only; the data
 iterator is not read) this writes
 
@@ -25,7 +27,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers
 from etils import epath
 
 from jaxcolor import checkpointing
@@ -35,6 +36,7 @@ from jaxcolor import evaluator as evaluator_lib
 from jaxcolor import experiment as experiment_lib
 from jaxcolor import fid as fid_lib
 from jaxcolor import report
+from jaxcolor import run_log
 from jaxcolor import rundir as rundir_lib
 from jaxcolor.errors import ConfigError
 from jaxcolor.models import layers
@@ -134,8 +136,8 @@ def evaluate_checkpoints(config: ml_collections.ConfigDict,
     evaluator = evaluator_lib.Evaluator(experiment.system, experiment.mesh,
                                         experiment.state_sharding, fid=fid)
     is_primary = jax.process_index() == 0
-    writer = metric_writers.create_default_writer(
-        str(run_dir.eval_dir), just_logging=not is_primary, asynchronous=False)
+    writer = run_log.EventWriter(run_dir.eval_dir if is_primary else None,
+                                 asynchronous=False)
     results = {}
     for step in steps:
       means, images = _evaluate_step(experiment, checkpointer, evaluator, step)

@@ -7,7 +7,7 @@ checkpointed step of a run directory into a state.
   state = experiment.restore(checkpointer, step)        # a saved step
 
 `build` runs the whole set-up chain in one order: the system is created
-(its optimisers check their config sections), the common fields are
+(its optimizers check their config sections), the common fields are
 validated for this device and process count, the system validates its own,
 the datasets are opened once (`data.check_datasets`: names, folders, TFDS
 preparation, labels) and described to the system, and the state is traced
@@ -128,7 +128,7 @@ def build(config: ml_collections.ConfigDict, *, data: DataCheck = "train",
 def init_state(system: systems.System, state_sharding: Any, rng: jax.Array):
   """`system.init` jitted straight into its shardings (no host copy).
 
-  Initialisation draws with the non-partitionable threefry: the initial
+  Initialization draws with the non-partitionable threefry: the initial
   state is replicated, so both forms give device-count-independent values,
   and this one compiles several times faster on XLA:CPU, where each random
   parameter otherwise costs a fraction of a second of compile time

@@ -6,12 +6,14 @@
 
 writes OUTPUT/ (jaxcolor/artifact.py): model.json and variables.safetensors,
 the arrays the run's colorizing output reads (the EMA generator where the
-run keeps one; no optimiser state, no discriminator), plus with --stablehlo
+run keeps one; no optimizer state, no discriminator), plus with --stablehlo
 serving/colorize.stablehlo and with --saved_model serving/saved_model/
 (jaxcolor/serving.py). --archive also writes OUTPUT.tar.gz, the form to hand
 on or serve by URL. Load it with `Colorizer.from_pretrained(PATH_OR_URL)` or
 `python -m jaxcolor.colorize --model PATH_OR_URL`. Nothing half-written is
-left at OUTPUT: the directory is built aside and renamed.
+left at OUTPUT: the directory is built aside and renamed. `jaxcolor export`
+is the same command (jaxcolor/cli.py starts both and holds the `--help`
+text).
 
 An artifact is made to be handed on, so it carries nothing of the exporting
 machine: model.json records the run's name and step, not its path (the
@@ -34,6 +36,7 @@ import numpy as np
 from absl import flags
 
 from jaxcolor import artifact
+from jaxcolor import cli
 from jaxcolor import colorize
 from jaxcolor import rundir
 from jaxcolor import serving
@@ -45,6 +48,8 @@ def export(workdir: str | os.PathLike, output: str | os.PathLike, *,
            archive: bool = False) -> dict[str, Any]:
   """Writes the artifact of `workdir`'s checkpoint; returns model.json's
   record plus 'path' (and 'archive')."""
+  if saved_model:
+    serving.require_tensorflow()  # Before any work, not after the rest.
   output = pathlib.Path(output)
   if output.exists():
     raise artifact.ArtifactError(f"{output} exists; choose a new --output.")
@@ -154,7 +159,8 @@ def _size(path: pathlib.Path) -> int:
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
-    print(f"Unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
+    print(f"Error: {cli.program()} takes only flags, not "
+          f"{' '.join(argv[1:])}.", file=sys.stderr)
     sys.exit(2)
   FLAGS = flags.FLAGS
   try:
@@ -189,7 +195,4 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-  from absl import app
-
-  _define_flags()
-  app.run(main)
+  cli.run("export", sys.modules[__name__])

@@ -2,7 +2,9 @@
 
 Flags, process facts, then the library does the work (jaxcolor.train;
 with `--mode=evaluate`, jaxcolor.evaluate scores saved checkpoints).
-Overrides: `--config.batch_size=32 --config.generator.ngf=32`.
+Overrides: `--config.batch_size=32 --config.generator.ngf=32`. The same job
+is `jaxcolor train` and `jaxcolor evaluate` (jaxcolor/cli.py, which also
+starts it: --help, quiet libraries, the compilation cache).
 """
 
 import os
@@ -16,6 +18,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jaxcolor import cli
 from jaxcolor import configuration
 from jaxcolor import distributed
 from jaxcolor import host_memory
@@ -35,17 +38,10 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _quiet_libraries(record) -> bool:
-  """Keeps Orbax's and grain's per-save INFO chatter out of the run's log."""
-  noisy = ("/orbax/", "/grain/", "/etils/")
-  return record.levelno >= logging.WARNING or not any(
-      part in record.pathname for part in noisy)
-
-
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  logging.get_absl_handler().addFilter(_quiet_libraries)
+    raise app.UsageError(f"{cli.program()} takes only flags, not "
+                         f"{' '.join(argv[1:])}.")
   distributed.initialize(_DISTRIBUTED.value)
   logging.info("JAX %s: process %d of %d, %d local / %d global devices (%s).",
                jax.__version__, jax.process_index(), jax.process_count(),
@@ -81,6 +77,8 @@ def _parse_flags(argv):
     return parsed
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError,
           OSError, SyntaxError) as e:
+    if cli.missing_flags(e):  # Said in one line by jaxcolor.cli.
+      raise
     message = configuration.flag_error_message(e, argv)
     if message is None:
       raise
@@ -89,4 +87,4 @@ def _parse_flags(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  cli.run("train", sys.modules[__name__])

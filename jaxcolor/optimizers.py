@@ -1,10 +1,10 @@
-"""The optimiser registry: each name's fields, checks and builder, in one place.
+"""The optimizer registry: each name's fields, checks and builder, in one place.
 
 `config.optimizer.name` ('adam' when absent) picks an entry of `REGISTRY`;
-every system builds its optimisers with `create(section, num_steps, key)`,
+every system builds its optimizers with `create(section, num_steps, key)`,
 which first checks the section (unknown fields, values out of range) and
 raises `ConfigError` naming `config.<key>.<field>`. Systems build their
-optimisers when they are created, so these errors come before anything
+optimizers when they are created, so these errors come before anything
 compiles.
 """
 
@@ -163,7 +163,7 @@ def check(opt: ml_collections.ConfigDict, num_steps: int, *,
 def create(opt: ml_collections.ConfigDict, num_steps: int, *,
            key: str = "optimizer", steps_name: str = "num_train_steps"
            ) -> Built:
-  """The checked optimiser `opt.name` ('adam' when absent) over `num_steps`
+  """The checked optimizer `opt.name` ('adam' when absent) over `num_steps`
   steps, and its schedule."""
   check(opt, num_steps, key=key, steps_name=steps_name)
   return REGISTRY[opt.get("name", "adam")].build(opt, num_steps)

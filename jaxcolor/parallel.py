@@ -3,7 +3,7 @@
 `jax.jit` over a `Mesh` with `NamedSharding` is JAX's current form of data
 parallelism (`pmap` is in maintenance mode). The same code runs on one CPU and
 on a multi-host pod: XLA inserts the gradient all-reduces, and batch norm over
-a sharded batch normalises with the global batch's statistics.
+a sharded batch normalizes with the global batch's statistics.
 """
 
 from typing import Any

@@ -23,7 +23,7 @@ from jaxcolor.data import transforms
 # faster than Pillow's default 6 for files about 6 % larger; at 6 the
 # encoding was the slowest stage of colorizing (docs/benchmarks.md).
 PNG_COMPRESS_LEVEL = 1
-# Pixels per call of the full-resolution colour conversions, at most.
+# Pixels per call of the full-resolution color conversions, at most.
 _CHUNK_PIXELS = 1 << 20
 _MIN_CHUNK = 1 << 14
 # Pixels of one network input at a render size, at most (2048 x 2048): what

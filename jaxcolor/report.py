@@ -27,8 +27,8 @@ METRICS = (
     ("ab_mse", "MSE on a*b*", "lower"),
     ("ab_mae", "MAE on a*b*", "lower"),
     ("fid", "FID (pytorch-fid Inception)", "lower"),
-    ("colorfulness", "Colourfulness (Hasler & Suesstrunk)", ""),
-    ("colorfulness_difference", "Colourfulness - truth's", ""),
+    ("colorfulness", "Colorfulness (Hasler & Suesstrunk)", ""),
+    ("colorfulness_difference", "Colorfulness - truth's", ""),
 )
 GRAY = "gray"
 TRUTH = "truth"
@@ -102,7 +102,7 @@ def metric_table(metrics: Mapping[str, Any]) -> str:
     rows.append(f'<tr><td class="name">{html.escape(label)}{arrow}</td>'
                 f"{cells}</tr>")
   if f"{TRUTH}_colorfulness" in metrics:
-    rows.append('<tr><td class="name">Colourfulness of the truth</td>'
+    rows.append('<tr><td class="name">Colorfulness of the truth</td>'
                 f'<td colspan="{len(names)}">'
                 f'{_format(metrics[f"{TRUTH}_colorfulness"])}</td></tr>')
   return (f'<table><tr><th class="name">metric</th>{head}</tr>'

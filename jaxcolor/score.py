@@ -3,13 +3,16 @@
   python -m jaxcolor.score --truth photos/ --predictions colorized/ \\
       [--output results.json] [--csv per_image.csv]
 
+(or `jaxcolor score ...`; jaxcolor/cli.py starts both and holds the
+`--help` text).
+
 Pairs each true photo with the prediction of the same relative path without
 its extension (`a/b.jpg` with `a/b.png`), or, failing that, with the only
 prediction of the same stem anywhere under --predictions, so the outputs of
 `jaxcolor.colorize`, DeOldify or DDColor are scored on equal terms. Every
 pair is scored at full resolution by the metrics the evaluator reports
 (`jaxcolor.color_metrics.image_metrics`: PSNR and SSIM on 8-bit RGB, ab MSE and
-MAE, pixel accuracy, raw-accuracy AuC, colourfulness of prediction and truth
+MAE, pixel accuracy, raw-accuracy AuC, colorfulness of prediction and truth
 and their difference), and so is the gray baseline (the truth's own L*, ab =
 0), beside it. A photo without a prediction, a prediction of another size,
 or a file that cannot be decoded is reported on one line naming the file,
@@ -34,6 +37,7 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
+from jaxcolor import cli
 from jaxcolor import color
 from jaxcolor import color_metrics
 from jaxcolor.data import sources
@@ -127,7 +131,7 @@ def score(truth_dir: str | os.PathLike, prediction_dir: str | os.PathLike, *,
     {'num_scored', 'num_missing', 'num_failed', 'problems': {file: reason},
      'prediction': {metric: mean}, 'gray': {metric: mean},
      'truth_colorfulness', 'colorfulness_share' (mean predicted over mean true
-     colourfulness), 'psnr_minus_gray', 'per_image': [{...}, ...]}.
+     colorfulness), 'psnr_minus_gray', 'per_image': [{...}, ...]}.
   """
   pairing = pair_files(pathlib.Path(truth_dir), pathlib.Path(prediction_dir))
   problems: dict[str, str] = {}
@@ -186,7 +190,7 @@ def format_table(result: dict[str, Any]) -> str:
     gray = result[GRAY][name]
     lines.append(f"{name:<26}{value:>12.4f}{gray:>12.4f}{value - gray:>+12.4f}")
   lines.append(f"{'truth_colorfulness':<26}{result['truth_colorfulness']:>12.4f}")
-  lines.append(f"colourfulness / truth's: {100 * result['colorfulness_share']:.1f} %;"
+  lines.append(f"colorfulness / truth's: {100 * result['colorfulness_share']:.1f} %;"
                f" PSNR minus gray: {result['psnr_minus_gray']:+.3f} dB;"
                f" {result['num_scored']} scored, {result['num_missing']} "
                f"missing, {result['num_failed']} failed.")
@@ -222,7 +226,8 @@ def main(argv: Sequence[str]) -> None:
 
   FLAGS = flags.FLAGS
   if len(argv) > 1:
-    print(f"Unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
+    print(f"Error: {cli.program()} takes only flags, not "
+          f"{' '.join(argv[1:])}.", file=sys.stderr)
     sys.exit(2)
   try:
     result = score(FLAGS.truth, FLAGS.predictions, progress=True)
@@ -242,7 +247,7 @@ def main(argv: Sequence[str]) -> None:
 
 def _define_flags() -> None:
 
-  flags.DEFINE_string("truth", None, "Folder of the true colour photos.")
+  flags.DEFINE_string("truth", None, "Folder of the true color photos.")
   flags.DEFINE_string("predictions", None, "Folder of the colorized photos.")
   flags.DEFINE_string("output", None, "JSON file for the results.")
   flags.DEFINE_string("csv", None, "CSV file, one row per scored photo.")
@@ -250,7 +255,4 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-  from absl import app
-
-  _define_flags()
-  app.run(main)
+  cli.run("score", sys.modules[__name__])

@@ -4,6 +4,9 @@
       [--host 127.0.0.1] [--port 8000] [--allowed_hosts NAME,...]
       [--max_upload_mb 20] [--max_megapixels 40]
 
+(or `jaxcolor serve ...`; jaxcolor/cli.py starts both and holds the
+`--help` text).
+
 The page and the API are jaxcolor/web/app.py's (what each path takes and
 answers); this command loads the model and runs the app under uvicorn. It
 binds 127.0.0.1 unless told otherwise, and answers only requests whose Host
@@ -22,6 +25,7 @@ import uvicorn
 from absl import flags
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from jaxcolor import cli
 from jaxcolor import colorize
 from jaxcolor.web import app as app_lib
 
@@ -123,7 +127,8 @@ def allowed_hosts(host: str, extra: Sequence[str]) -> tuple[str, ...]:
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
-    print(f"Unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
+    print(f"Error: {cli.program()} takes only flags, not "
+          f"{' '.join(argv[1:])}.", file=sys.stderr)
     sys.exit(2)
   FLAGS = flags.FLAGS
   if (FLAGS.workdir is None) == (FLAGS.model is None):
@@ -177,7 +182,4 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-  from absl import app
-
-  _define_flags()
-  app.run(main)
+  cli.run("serve", sys.modules[__name__])

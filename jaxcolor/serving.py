@@ -21,9 +21,14 @@ Two forms (`python -m jaxcolor.export ... --stablehlo --saved_model`):
 Both are lowered with source locations cut to file names (`_file_names_only`):
 JAX records each operation's Python frames in the StableHLO as debug
 locations, and an artifact must not carry the exporting machine's paths.
+
+TensorFlow, for the SavedModel form alone, is the `saved_model` extra
+(`pip install 'jaxcolor[saved_model]'`, docs/install.md): 1.3 GB that
+nothing else needs. `require_tensorflow` says so before an export starts.
 """
 
 import contextlib
+import importlib.util
 import pathlib
 from typing import Any, Callable, Iterator
 
@@ -32,9 +37,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcolor import color
+from jaxcolor.errors import ConfigError
 
 STABLEHLO = "serving/colorize.stablehlo"
 SAVED_MODEL = "serving/saved_model"
+
+
+class MissingTensorFlowError(ConfigError):
+  """The SavedModel form was asked for where TensorFlow is not installed."""
+
+
+def require_tensorflow() -> None:
+  """Raises MissingTensorFlowError unless TensorFlow is installed.
+
+  Found, not imported (an import takes seconds), so that an export asked
+  for a SavedModel fails at once, before it reads a checkpoint.
+  """
+  if importlib.util.find_spec("tensorflow") is None:
+    raise MissingTensorFlowError(
+        "the SavedModel form needs TensorFlow: "
+        "pip install 'jaxcolor[saved_model]'")
 
 
 def program(colorizer) -> Callable[[dict, jax.Array], jax.Array]:
@@ -96,6 +118,7 @@ def export_stablehlo(colorizer, path: pathlib.Path) -> None:
 
 def export_saved_model(colorizer, path: pathlib.Path) -> None:
   """A TensorFlow SavedModel whose `serve` signature is the program."""
+  require_tensorflow()
   import tensorflow as tf  # noqa: PLC0415 (TensorFlow only for this format)
   from jax.experimental import jax2tf  # noqa: PLC0415
 

@@ -11,7 +11,7 @@ kept (`photo_io.recombine`); the output is H.264 in yuv420p (or the input's
 container's usual codec), whose lossy coding touches L* as it touches any
 frame.
 
-Temporal consistency: frame-by-frame colour flickers, because the network
+Temporal consistency: frame-by-frame color flickers, because the network
 sees each frame alone. The network's a*b* (at its own resolution, before the
 upsampling) are averaged over time, `ab_t <- s * ab_(t-1) + (1 - s) * ab_t`
 with s = `temporal_smoothing` (0: off), reset at a shot cut, found where the

@@ -17,7 +17,7 @@ os.environ.setdefault(
     os.path.join(tempfile.gettempdir(), f"jaxcolor-tests-jax-cache-{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # The suite's programs are small and run a few steps each: LLVM's costlier
-# optimisations take more compile time than they save (the suite's cold time
+# optimizations take more compile time than they save (the suite's cold time
 # drops by about a third; docs/design.md, "Tests"). Semantics do not change,
 # and every comparison the tests make is between programs built alike.
 # Benchmarks and real runs keep XLA's defaults.

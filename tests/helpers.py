@@ -36,7 +36,7 @@ def load_config(path: str, arg: str | None = "smoke"):
 
 def random_batch(batch_size: int, size: int, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
-  # Smooth random colour fields: more like photos than white noise.
+  # Smooth random color fields: more like photos than white noise.
   low = rng.integers(0, 256, (batch_size, size // 8, size // 8, 3))
   image = np.kron(low, np.ones((1, 8, 8, 1))).astype(np.uint8)
   return {"image": image}
@@ -44,7 +44,7 @@ def random_batch(batch_size: int, size: int, seed: int = 0) -> dict:
 
 def init_host_state(config):
   """`config`'s initial state on the host, drawn as `run_steps` draws it:
-  initialise once, then start several runs from it."""
+  initialize once, then start several runs from it."""
   system = systems.create(config)
   init_rng = jax.random.split(jax.random.key(config.seed))[0]
   with jax.threefry_partitionable(False):  # As experiment.init_state.
@@ -56,7 +56,7 @@ def run_steps(config, devices, num_steps: int, initial_state=None):
 
   `initial_state`: the values to start from (e.g. `init_host_state`'s, from
   another instance of the same system); by default the system's own
-  initialisation, as in training.
+  initialization, as in training.
   Returns (final state on the host, metrics of every step).
   """
   system = systems.create(config)
@@ -91,7 +91,7 @@ def assert_same_steps(run_a, run_b, networks, rtol: float = 1e-5,
 
   `step_size` (Adam's learning rate), for one step from the same state:
   Adam's first step moves each element by lr * g / (|g| + eps), and where a
-  gradient is zero up to rounding (a few elements of a deep batch-normalised
+  gradient is zero up to rounding (a few elements of a deep batch-normalized
   network such as the DLA generator) that step is rounding too, anywhere in
   [-lr, lr], and no per-tensor tolerance holds for small tensors. Then the
   parameters are compared element by element: every step must agree to 1 %

@@ -178,7 +178,7 @@ def test_lab_net_to_rgb_inverts_split_lab():
 
 def test_with_ab_is_lab_to_rgb_of_the_inputs_lightness_and_new_ab():
   # The colorize path's one-program recombination against the two public
-  # conversions it replaces, on random and extreme colours with a*b* over
+  # conversions it replaces, on random and extreme colors with a*b* over
   # the networks' whole range (many out of gamut, clipped).
   rgb = np.round(_random_colors(4000) * 255).astype(np.uint8)
   ab = _random_lab(len(rgb), seed=3)[:, 1:].astype(np.float32)

@@ -27,7 +27,7 @@ def _photos(count: int = 2, size: int = 48) -> np.ndarray:
 
 
 def _prediction_of(true_rgb: np.ndarray, seed: int = 0) -> np.ndarray:
-  """A plausible imperfect colorization: a colour cast plus noise, not quantised."""
+  """A plausible imperfect colorization: a color cast plus noise, not quantised."""
   rng = np.random.default_rng(seed)
   cast = np.array([0.04, -0.03, 0.06])
   return np.clip(true_rgb + cast + rng.normal(0, 0.03, true_rgb.shape), 0, 1)

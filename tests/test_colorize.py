@@ -38,7 +38,7 @@ def _write_inputs(root) -> dict[str, tuple[int, int]]:
   """Mixed formats; returns {output name: expected (width, height)}."""
   photo = _photo()
   (root / "album" / "deeper").mkdir(parents=True)
-  photo.save(root / "colour.jpg", quality=95)
+  photo.save(root / "color.jpg", quality=95)
   photo.convert("L").save(root / "album" / "gray.png")
   photo.convert("RGBA").resize((37, 23)).save(root / "album" / "rgba.png")
   photo.convert("P").save(root / "album" / "deeper" / "palette.png")
@@ -50,9 +50,9 @@ def _write_inputs(root) -> dict[str, tuple[int, int]]:
   exif = rotated.getexif()
   exif[0x0112] = 6  # Rotate 90 degrees clockwise to display.
   rotated.save(root / "album" / "rotated.jpg", exif=exif)
-  photo.save(root / "album" / "colour.png")  # Same stem as colour.jpg.
+  photo.save(root / "album" / "color.png")  # Same stem as color.jpg.
   (root / "album" / "notes.txt").write_text("not an image")
-  return {"colour_jpg": (72, 48), "colour_png": (72, 48), "gray": (72, 48),
+  return {"color_jpg": (72, 48), "color_png": (72, 48), "gray": (72, 48),
           "rgba": (37, 23), "deeper/palette": (72, 48), "cmyk": (72, 48),
           "gray16": (72, 48), "rotated": (20, 30)}
 
@@ -61,7 +61,7 @@ def test_mixed_formats_keep_their_size_and_name(colorizer, tmp_path):
   expected = _write_inputs(tmp_path / "in")
   (tmp_path / "in" / "album" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
   summary = colorize.colorize_files(
-      colorizer, [str(tmp_path / "in" / "colour.jpg"), str(tmp_path / "in" / "album")],
+      colorizer, [str(tmp_path / "in" / "color.jpg"), str(tmp_path / "in" / "album")],
       str(tmp_path / "out"), progress=False)
   assert list(summary["failed"]) == [str(tmp_path / "in" / "album" / "broken.jpg")]
   written = sorted(p.relative_to(tmp_path / "out").with_suffix("").as_posix()
@@ -153,7 +153,7 @@ def test_join_lightness_over_several_chunks_equals_one_program(monkeypatch):
   np.testing.assert_array_equal(photo_io.join_lightness(photo, ab), whole)
 
 
-def test_arrays_of_every_kind_and_colour_reduced_to_lightness(colorizer):
+def test_arrays_of_every_kind_and_color_reduced_to_lightness(colorizer):
   photo = np.asarray(_photo(64, 40))
   lab = skcolor.rgb2lab(photo / 255.0)
   lab[..., 1:] = 0
@@ -164,9 +164,9 @@ def test_arrays_of_every_kind_and_colour_reduced_to_lightness(colorizer):
       photo, gray, gray[..., None], gray.astype(np.uint16) * 257,
       gray / 255.0, gray_rgb, rgba, Image.fromarray(photo)])
   assert all(o.shape == (40, 64, 3) and o.dtype == np.uint8 for o in outputs)
-  from_colour, from_gray = outputs[0].astype(int), outputs[1].astype(int)
-  # A colour photo is colorized from its L* alone: as its gray version.
-  assert np.abs(from_colour - from_gray).mean() < 1.5
+  from_color, from_gray = outputs[0].astype(int), outputs[1].astype(int)
+  # A color photo is colorized from its L* alone: as its gray version.
+  assert np.abs(from_color - from_gray).mean() < 1.5
   for other in outputs[2:5]:  # The same gray as [H, W, 1], uint16, float.
     np.testing.assert_array_equal(other, outputs[1])
   # Its RGB version: channels equal up to the rounding of lab2rgb.
@@ -216,7 +216,7 @@ def test_output_is_chosen_by_name(run_dir):
 
 def test_a_batch_split_over_devices_gives_the_same_photos(run_dir):
   """`devices`: the batch is split over them (rounded up to a multiple of
-  their number) and the colours are those of one device."""
+  their number) and the colors are those of one device."""
   one = colorize.Colorizer.from_workdir(run_dir, batch_size=3)
   assert one.devices == jax.local_devices()[:1] and one.batch_size == 3
   many = colorize.Colorizer.from_workdir(run_dir, batch_size=3,

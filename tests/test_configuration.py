@@ -114,7 +114,7 @@ def test_invalid_values_name_the_key():
     config.optimizer.momentum = 0.9
   with pytest.raises(configuration.ConfigError, match=(
       r"'optimizer.momentum'; the adadelta optimizer reads: .*rho, eps")):
-    systems.create(config)  # Its optimiser is built, and checked, here.
+    systems.create(config)  # Its optimizer is built, and checked, here.
   with pytest.raises(configuration.ConfigError,
                      match="preset smok .*did you mean 'smoke'"):
     load_config("configs/default.py", "smok")

@@ -120,7 +120,7 @@ def test_skip_option_is_validated():
     configuration.validate(config, device_count=8)
 
 
-def test_gradient_norm_stands_for_parameters_and_optimiser_state():
+def test_gradient_norm_stands_for_parameters_and_optimizer_state():
   """A network reporting `<name>_grad_norm` is judged by it (and its batch
   statistics and metrics), not by a pass over its parameters and moments."""
   def step_with_norms(state, batch, rng):
@@ -130,7 +130,7 @@ def test_gradient_norm_stands_for_parameters_and_optimiser_state():
 
   def count_isfinite(step_fn):
     guarded = divergence.guard_nonfinite(step_fn, ("discriminator", "generator"))
-    # With a momentum buffer: parameters and optimiser state to skip.
+    # With a momentum buffer: parameters and optimizer state to skip.
     state = _toy_state(optax.sgd(0.5, momentum=0.9))
     jaxpr = jax.make_jaxpr(guarded)(state, _toy_batch(), jax.random.key(0))
     return str(jaxpr).count("is_finite")

@@ -27,7 +27,7 @@ from jaxcolor.models import layers
 
 def _stand_in_features(rgb: jax.Array) -> jax.Array:
   """A cheap 15-d image descriptor in place of Inception: channel means and
-  a 2 x 2 grid of mean colours."""
+  a 2 x 2 grid of mean colors."""
   b, h, w, _ = rgb.shape
   grid = rgb.reshape(b, 2, h // 2, 2, w // 2, 3).mean(axis=(2, 4))
   return jnp.concatenate([rgb.mean(axis=(1, 2)), grid.reshape(b, -1)], axis=-1)

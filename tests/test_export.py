@@ -43,7 +43,7 @@ def _photos(count=3):
   return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
 
 
-def test_artifact_holds_the_ema_generator_only_and_colours_as_the_run(
+def test_artifact_holds_the_ema_generator_only_and_colors_as_the_run(
     run_dir, exported):
   out, result = exported
   meta = json.loads((out / "model.json").read_text())

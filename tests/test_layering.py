@@ -31,7 +31,7 @@ FLOORS = (
     ("systems.base", "systems.*", "systems"),
     ("divergence", "evaluator", "run_log"),
     ("train_step", "experiment"),
-    ("train", "evaluate", "colorize", "score", "benchmark", "main"),
+    ("train", "evaluate", "colorize", "score", "benchmark", "main", "cli"),
     ("export", "serve"),
 )
 # Packages that import their modules by name (`importlib`): a registry.

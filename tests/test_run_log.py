@@ -1,10 +1,17 @@
 """What a run reports: steps/s and ETA that leave out evaluation and
-checkpoint time, the console line, and metrics.jsonl through the logger."""
+checkpoint time, the console line, metrics.jsonl through the logger, and
+TensorBoard's event file as TensorBoard reads it."""
 
+import io
 import json
+import struct
 import time
 
 import numpy as np
+from PIL import Image
+from tensorboard.compat.proto import event_pb2
+from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.util import tensor_util
 
 from jaxcolor import run_log
 from jaxcolor import rundir
@@ -42,3 +49,58 @@ def test_console_line_and_metrics_jsonl(tmp_path):
   logger.close()
   lines = [json.loads(l) for l in run_dir.metrics_path.read_text().splitlines()]
   assert lines == [{"step": 2, "loss": 0.5, "bad": "nan"}]
+
+
+def _events(path) -> list[event_pb2.Event]:
+  """An event file's records: TFRecord framing (length, its CRC, data, its
+  CRC), read here without TensorFlow."""
+  data, events, at = path.read_bytes(), [], 0
+  while at < len(data):
+    (length,) = struct.unpack("<Q", data[at:at + 8])
+    events.append(event_pb2.Event.FromString(data[at + 12:at + 12 + length]))
+    at += 12 + length + 4
+  return events
+
+
+def test_tensorboard_event_file_holds_scalars_images_and_hparams(tmp_path):
+  """The records `tf.summary` (clu's writer) wrote, under the same tags."""
+  images = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), np.uint8)
+  logger = run_log.MetricLogger(rundir.RunDir(tmp_path), is_primary=True)
+  logger.scalars(3, {"generator_loss": 0.25, "skipped_steps": 2,
+                     "dataset": "sample"})  # Text goes to metrics.jsonl only.
+  logger.images(3, {"gray_prediction_truth": images})
+  logger.hparams({"system": "pix2pix", "batch_size": 4, "ema": True})
+  logger.close()
+  (path,) = tmp_path.glob("events.out.tfevents.*")
+  events = _events(path)
+  assert events[0].file_version == "brain.Event:2"
+  values = {(e.step, v.tag): v for e in events[1:] for v in e.summary.value}
+  assert set(values) == {
+      (3, "generator_loss"), (3, "skipped_steps"),
+      (3, "gray_prediction_truth"), (0, "_hparams_/session_start_info")}
+  for tag, expected in (("generator_loss", 0.25), ("skipped_steps", 2.0)):
+    value = values[3, tag]
+    assert value.metadata.plugin_data.plugin_name == "scalars"
+    assert tensor_util.make_ndarray(value.tensor) == np.float32(expected)
+  value = values[3, "gray_prediction_truth"]
+  assert value.metadata.plugin_data.plugin_name == "images"
+  width, height, *pngs = tensor_util.make_ndarray(value.tensor)
+  assert (width, height) == (b"7", b"5") and len(pngs) == 2
+  for png, image in zip(pngs, images):
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))),
+                                  image)
+  value = values[0, "_hparams_/session_start_info"]
+  assert value.metadata.plugin_data.plugin_name == "hparams"
+  start = plugin_data_pb2.HParamsPluginData.FromString(
+      value.metadata.plugin_data.content).session_start_info
+  assert start.hparams["system"].string_value == "pix2pix"
+  assert start.hparams["batch_size"].number_value == 4
+  assert start.hparams["ema"].bool_value
+
+
+def test_only_process_0_writes_an_event_file(tmp_path):
+  logger = run_log.MetricLogger(rundir.RunDir(tmp_path), is_primary=False)
+  logger.scalars(1, {"loss": 1.0})
+  logger.images(1, {"grid": np.zeros((1, 2, 2, 3), np.uint8)})
+  logger.close()
+  assert list(tmp_path.iterdir()) == []

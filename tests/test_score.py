@@ -117,7 +117,7 @@ def test_command_line_writes_json_and_csv(folders, tmp_path):
        f"--predictions={pred}", f"--output={out}", f"--csv={table}"],
       capture_output=True, text=True, cwd=helpers.REPO, timeout=300)
   assert proc.returncode == 0, proc.stderr
-  assert "psnr" in proc.stdout and "colourfulness / truth's" in proc.stdout
+  assert "psnr" in proc.stdout and "colorfulness / truth's" in proc.stdout
   assert f"Not scored: {truth / 'missing.jpg'}" in proc.stderr
   result = json.loads(out.read_text())
   assert result["num_scored"] == 2 and result["num_missing"] == 1

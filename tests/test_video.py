@@ -1,4 +1,4 @@
-"""Films: size, rate, frame count and audio kept, colour smoothed within shots
+"""Films: size, rate, frame count and audio kept, color smoothed within shots
 and reset at cuts, and bad videos named with nothing half-written."""
 
 import importlib.util
@@ -83,9 +83,9 @@ def test_smoothing_averages_within_a_shot_and_resets_at_a_cut():
 
 def test_smoothing_lowers_flicker_and_keeps_cuts(clips, colorizer, tmp_path,
                                                 monkeypatch):
-  # A 6-step network paints almost no colour (its flicker is rounding, 1e-4
+  # A 6-step network paints almost no color (its flicker is rounding, 1e-4
   # Lab units), so each frame's a*b* get a cast of their own, as a trained
-  # network's colours waver from frame to frame; the same casts both runs.
+  # network's colors waver from frame to frame; the same casts both runs.
   network = colorizer.predict_ab
   figures = {}
   for strength in (0.0, 0.8):

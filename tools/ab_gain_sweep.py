@@ -1,13 +1,13 @@
-"""Would more colour at inference help? Scores a run's a*b* times a gain.
+"""Would more color at inference help? Scores a run's a*b* times a gain.
 
   python tools/ab_gain_sweep.py --workdir runs/cpu_budget --checkpoint 1500 \\
       [--photos FOLDER] [--gains 1,1.25,1.5,1.75,2,2.5]
 
-Each colour photo is colorized once through the colorize path (full
+Each color photo is colorized once through the colorize path (full
 resolution, `jaxcolor.colorize.Colorizer`); its a*b* are multiplied by each
 gain before being joined to the photo's L*, and scored with
 `jaxcolor.score`'s per-image metrics. Prints, per gain, PSNR minus the gray
-baseline and the colourfulness share (docs/metrics.md). Without --photos the
+baseline and the colorfulness share (docs/metrics.md). Without --photos the
 photos are the run's own held-out split of its `folder:` dataset (the split
 the training never read), the place to tune such a knob; never tune on a
 test set. Grayscale photos are left out, as training leaves them out.
@@ -60,9 +60,9 @@ def main() -> None:
       images.append(image)
       truths.append(rgb)
   if not images:
-    raise SystemExit("error: no colour photos to score.")
+    raise SystemExit("error: no color photos to score.")
   abs_ = colorizer.predict_ab(images)
-  print(f"{len(images)} colour photos; step {colorizer.step}, output "
+  print(f"{len(images)} color photos; step {colorizer.step}, output "
         f"{colorizer.output!r}")
   for gain in gains:
     rows = []
@@ -72,9 +72,9 @@ def main() -> None:
       rows.append([values["prediction"]["psnr"], values["gray"]["psnr"],
                    values["prediction"]["colorfulness"],
                    values["truth"]["colorfulness"]])
-    psnr, gray, colour, true_colour = np.mean(np.array(rows, float), axis=0)
+    psnr, gray, color, true_color = np.mean(np.array(rows, float), axis=0)
     print(f"gain {gain:4.2f}: PSNR {psnr:.3f} dB ({psnr - gray:+.3f} against "
-          f"gray), colourfulness {100 * colour / true_colour:.1f} % of the "
+          f"gray), colorfulness {100 * color / true_color:.1f} % of the "
           f"truth's")
 
 

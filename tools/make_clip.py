@@ -7,7 +7,7 @@ Each shot is one photo: a crop window that pans across it and zooms in
 slowly, so consecutive frames differ as in a real shot; the next shot is
 the next photo (a hard cut). The clip has a 440 Hz AAC tone as its audio.
 `--gray` also writes the same clip reduced to its L* (what a colorizer is
-given); the colour clip is the truth to measure against.
+given); the color clip is the truth to measure against.
 """
 
 import argparse

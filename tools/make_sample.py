@@ -34,7 +34,7 @@ JPEG_QUALITY = 88
 MIN_MEAN_CHROMA = 12.0
 
 # ImageNet-1k synsets below n02666196 ("abacus") are the 398 animal classes;
-# of the rest, the scene, people and plant classes with natural colours.
+# of the rest, the scene, people and plant classes with natural colors.
 IMAGENET_A_EXTRA = {
     "alp", "cliff", "coral_reef", "geyser", "lakeside", "promontory",
     "sandbar", "seashore", "valley", "volcano", "ballplayer", "groom",
@@ -101,21 +101,21 @@ def output_name(path: pathlib.Path) -> str:
 
 def choose(source: pathlib.Path, seed: int, min_chroma: float
            ) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
-  """(train, eval) source paths: per group, a seeded draw among colourful ones."""
+  """(train, eval) source paths: per group, a seeded draw among colorful ones."""
   rng = np.random.default_rng(seed)
   train, evaluation = [], []
   for group, paths in candidates(source).items():
-    colourful = [p for p in paths if mean_chroma(p) >= min_chroma]
+    colorful = [p for p in paths if mean_chroma(p) >= min_chroma]
     num_train, num_eval = QUOTAS[group]
     quota = num_train + num_eval
-    if len(colourful) < quota:
-      raise SystemExit(f"{group}: only {len(colourful)} photos with mean chroma"
+    if len(colorful) < quota:
+      raise SystemExit(f"{group}: only {len(colorful)} photos with mean chroma"
                        f" >= {min_chroma}, quota {quota}.")
-    picked = [colourful[i] for i in rng.choice(len(colourful), quota,
+    picked = [colorful[i] for i in rng.choice(len(colorful), quota,
                                                replace=False)]
     evaluation += picked[:num_eval]
     train += picked[num_eval:]
-    print(f"{group}: {len(paths)} candidates, {len(colourful)} colourful, "
+    print(f"{group}: {len(paths)} candidates, {len(colorful)} colorful, "
           f"{num_train} train + {num_eval} eval")
   return sorted(train, key=output_name), sorted(evaluation, key=output_name)
 

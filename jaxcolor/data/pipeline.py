@@ -27,7 +27,7 @@ A resume onto another number of processes restarts the data position from
 the step (`sharding.restart_state`) and the counts from zero.
 
 Evaluation reads the first `num_images` records of the evaluation split in
-order, centre-cropped; a file that cannot be used keeps its slot with
+order, center-cropped; a file that cannot be used keeps its slot with
 `mask=False`, and every process yields the same number of batches (padded with
 mask False), so a multi-host evaluation loop never waits on a missing batch.
 Its counts are those of one pass (`EvalBatches.counts`).
@@ -222,7 +222,7 @@ def _check_usable(source: Any, decode: transforms.DecodeAndResize,
       return
     events[record[transforms.EVENTS][0]] += 1
   reasons = ", ".join(f"{k} {v}" for k, v in sorted(events.items()))
-  hint = ("; grayscale images have no colour to learn"
+  hint = ("; grayscale images have no color to learn"
           if "grayscale" in events else "")
   where = getattr(source, "root", None)
   files = "the only file was" if total == 1 else f"all {total} files were"

@@ -288,10 +288,12 @@ def open_tfds(name: str, data_dir: str | None = None) -> Dataset:
     if "train" not in splits or eval_split is None:
       raise _not_prepared_error(name, data_dir, builder)
     train_split = "train"
-  wanted = {"image": True, "label": True} if has_labels else {"image": True}
-  # The image stays encoded: `transforms.decode` does it, robustly.
-  decoders = tfds.decode.PartialDecoding(
-      wanted, decoders={"image": tfds.decode.SkipDecoding()})
+  # The image stays encoded: `transforms.decode` does it, robustly. A plain
+  # dict, not a PartialDecoding: `tfds.data_source` decodes with NumPy, where
+  # a PartialDecoding fails at the first record ("FeaturesDict received a
+  # non dict item"), and it compares features by their TensorFlow dtypes,
+  # which needs TensorFlow. The other features (ids, file names) are cheap.
+  decoders = {"image": tfds.decode.SkipDecoding()}
   splits = {}
   for split in (train_split, eval_split):
     try:

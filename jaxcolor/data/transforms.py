@@ -40,7 +40,7 @@ MAX_ASPECT_RATIO = 32
 
 # Why a file is left out (one per skipped file): unreadable (I/O error),
 # empty (zero bytes), not_an_image, too_large (see above), extreme_aspect,
-# corrupt (truncated or malformed), grayscale (no colour to learn).
+# corrupt (truncated or malformed), grayscale (no color to learn).
 SKIP_KINDS = ("unreadable", "empty", "not_an_image", "too_large",
               "extreme_aspect", "corrupt", "grayscale")
 # What was done to a file that is used (a file may have several).
@@ -52,7 +52,7 @@ CONVERSION_KINDS = ("converted_cmyk", "converted_palette", "converted_alpha",
 # max(R, G, B) - min(R, G, B) is at most this (on 0..255), measured after the
 # resize. Gray photos saved as RGB JPEG measure 0 to about 1; photos at or
 # below 2 are, in the photo set this was chosen on, product shots on white
-# and black-and-white close-ups without visible colour, while a brown beetle
+# and black-and-white close-ups without visible color, while a brown beetle
 # on white paper measures above it and is kept (docs/design.md, "Data").
 GRAYSCALE_MAX_MEAN_SPREAD = 2.0
 
@@ -126,7 +126,7 @@ def _to_rgb(im: Image.Image, events: list[str]) -> Image.Image:
     events.append("converted_other")  # YCbCr, LAB, HSV, ...
     im = im.convert("RGB")
   if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-    # Transparent pixels have no defined colour; white is what a viewer
+    # Transparent pixels have no defined color; white is what a viewer
     # shows behind them.
     events.append("converted_alpha")
     rgba = im.convert("RGBA")
@@ -273,7 +273,7 @@ class RandomCropFlip(grain.transforms.RandomMap):
 
 @dataclasses.dataclass(frozen=True)
 class CenterCropWithMask(grain.transforms.Map):
-  """Evaluation: centre crop, and a `mask` that is False for skipped files.
+  """Evaluation: center crop, and a `mask` that is False for skipped files.
 
   A skipped file keeps its place as a black image with mask False, so every
   process runs the same number of evaluation batches whatever it skipped.

@@ -42,18 +42,18 @@ class DCGANDiscriminator(nn.Module):
   p = (k - 1) // 2. Receptive field, from the last layer back: r = k, then
   r = 2 (r - 1) + 4 for each stride-2 layer.)
 
-  Normalisation: the text says "All convolutional layers are batch
+  Normalization: the text says "All convolutional layers are batch
   normalized"; here the first layer has none (norm_first_layer=False) and the
   last layer none: DCGAN (Radford et al. 2016, sec. 3) found that batch norm
   on the discriminator input layer caused sample oscillation and instability,
-  and pix2pix's discriminator does the same. A normalised output layer could
+  and pix2pix's discriminator does the same. A normalized output layer could
   not express the logits' scale. norm_first_layer=True follows the text.
   The convolutions followed by batch norm carry no bias.
 
   Attributes:
     widths: widths of the stride-2 layers (Table 1: 64, 128, 256, 512).
     final_kernel_size: 4 (Table 1) or 1 (the text).
-    norm_first_layer: normalise the first layer too (paper text) or not
+    norm_first_layer: normalize the first layer too (paper text) or not
       (DCGAN convention, the default).
     norm: 'batch' (the paper), 'instance' or 'none'.
     negative_slope: LeakyReLU slope, 0.2 (sec. 3.2).

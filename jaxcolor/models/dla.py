@@ -29,7 +29,7 @@ Dtype = Any
 
 
 class ConvBlock(nn.Module):
-  """Three stacked 3x3 convolutions, each with normalisation and ReLU.
+  """Three stacked 3x3 convolutions, each with normalization and ReLU.
 
   Paper 002 sec. 3.1: "Each convolution block ... is composed of three
   convolution layers stacked, and the size of the convolution kernel of each
@@ -65,7 +65,7 @@ class ConvBlock(nn.Module):
 
 class _ScaleStep(nn.Module):
   """The fields `Downsample` and `Upsample` share: output channels, the
-  normalisation, and the compute and parameter dtypes."""
+  normalization, and the compute and parameter dtypes."""
   features: int
   norm: layers.NormKind = "batch"
   dtype: Dtype = jnp.float32
@@ -73,7 +73,7 @@ class _ScaleStep(nn.Module):
 
 
 class Downsample(_ScaleStep):
-  """A 4x4 stride-2 convolution (padding 1) with normalisation and ReLU.
+  """A 4x4 stride-2 convolution (padding 1) with normalization and ReLU.
 
   Paper 002 sec. 3.1 replaces DLA's pooling by "step-size convolution", and
   sec. 3.2 describes the discriminator as "similar to the downsampling path of
@@ -93,7 +93,7 @@ class Downsample(_ScaleStep):
 
 
 class Upsample(_ScaleStep):
-  """A 4x4 stride-2 transposed convolution (padding 1), normalisation, ReLU.
+  """A 4x4 stride-2 transposed convolution (padding 1), normalization, ReLU.
 
   Paper 002 sec. 3.1: "step-size transposed convolution to complete
   up-sampling". Kernel 4 with stride 2 makes every output pixel receive
@@ -117,7 +117,7 @@ class Upsample(_ScaleStep):
 
 
 def _normalize_relu(module: nn.Module, x: jax.Array, train: bool) -> jax.Array:
-  """`module.norm` normalisation then ReLU, as every DLA block ends."""
+  """`module.norm` normalization then ReLU, as every DLA block ends."""
   x = layers.Normalization(module.norm, dtype=module.dtype,
                            param_dtype=module.param_dtype)(x, train)
   return nn.relu(x)
@@ -158,12 +158,12 @@ class DLAGenerator(nn.Module):
       intermediates from the forward pass. Same function, parameters and
       gradients; about a third more FLOPs per training step, for a fraction
       of the memory: the network keeps three maps per convolution at the
-      full 64-320-channel width of its upper scales (conv output, its centred
+      full 64-320-channel width of its upper scales (conv output, its centerd
       copy in batch norm, and the next convolution's input transposed for its
       weight gradient), so at 256 px, batch 16 the plain training step needs
       28 GB of temporaries on XLA:CPU and the recomputed one 8.6 GB
       (docs/benchmarks.md). Where `conv_impl` resolves to 'xla' (GPU, TPU)
-      this is `nn.remat`, whose optimisation barriers those backends keep.
+      this is `nn.remat`, whose optimization barriers those backends keep.
     dtype: compute dtype.
     param_dtype: parameter dtype.
     conv_impl: 'auto', 'xla' or 'cpu' (layers.resolve_conv_impl): the

@@ -24,7 +24,7 @@ from jaxcolor.models import layers
 
 Dtype = Any
 
-# Initialisers: He et al. (2015) normal, N(0, 2 / fan_in), for the layers
+# Initializers: He et al. (2015) normal, N(0, 2 / fan_in), for the layers
 # followed by a ReLU; Glorot (Xavier) uniform for the sigmoid output and the
 # class logits, which have no ReLU behind them. Biases start at 0. Fans as in
 # Flax: fan_in = kh * kw * in, fan_out = kh * kw * out (Dense: in, out).
@@ -251,14 +251,14 @@ class IizukaColorizer(nn.Module):
     (ab [B, H, W, 2] in [-1, 1], class_logits [B, num_classes] or None).
 
   Output scale: the original ends in a sigmoid and trains against a*b*
-  normalised to [0, 1] ("Colorization Network"); its released colorize.lua
+  normalized to [0, 1] ("Colorization Network"); its released colorize.lua
   maps that output o to ab = (2 o - 1) * 100. Here the module returns 2 o - 1 =
   tanh(z / 2) directly, the codebase's tanh range, read as ab / 110 like
   every other generator. (ab + 1) / 2 recovers the sigmoid output exactly.
   An error on this [-1, 1] scale is twice that on the [0, 1] scale, so an
   MSE here is 4x the original's: its classification weight alpha = 1/300
   against a [0, 1] MSE corresponds to alpha = 4/300 against an MSE on this
-  scale (same ab normalisation constant assumed; 100 there, 110 here).
+  scale (same ab normalization constant assumed; 100 there, 110 here).
 
   Output size: the colorization network ends at half the input size
   (paper 004 sec. 4.2); the module then upsamples bilinearly to the input
@@ -280,7 +280,7 @@ class IizukaColorizer(nn.Module):
 
   Classification ("Colorization with Classification"): logits from FC 256
   -> FC num_classes on the global network's 512-d layer; num_classes=0
-  builds no head and returns None for the logits (the colour-only ablation;
+  builds no head and returns None for the logits (the color-only ablation;
   the training loss must then skip its classification term).
 
   Attributes:

@@ -1,7 +1,7 @@
 """The MLP Improver of pix2pix + MLP (paper 000, sec. 3.3): a patch denoiser.
 
 One multilayer perceptron, shared by every non-overlapping patch of the
-generated image, refines the generator's colours toward the original ones.
+generated image, refines the generator's colors toward the original ones.
 """
 
 from typing import Any, Callable
@@ -48,10 +48,10 @@ def from_patches(x: jax.Array, patch_size: int) -> jax.Array:
 class PatchMLPImprover(nn.Module):
   """A residual MLP applied to each non-overlapping patch: refined ab out.
 
-  Input x: [B, H, W, C], the generated colour image in Lab as the caller
+  Input x: [B, H, W, C], the generated color image in Lab as the caller
   concatenates it: [L / 50 - 1, a / 110, b / 110], C = 3. Paper 000 sec. 3.3:
   "The input and the output of the Improver are the color images generated
-  by Generator and original color images": a colour image is L with ab, so
+  by Generator and original color images": a color image is L with ab, so
   the MLP sees the lightness too (it tells, e.g., a bright sky from a dark
   sea in a patch of similar ab). The ab to refine are the LAST
   output_channels channels of x, so C = 2 (ab alone) also works.
@@ -94,7 +94,7 @@ class PatchMLPImprover(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    del train  # No dropout or normalisation: the same in both modes.
+    del train  # No dropout or normalization: the same in both modes.
     if self.activation not in ACTIVATIONS:
       raise ValueError(
           f"activation={self.activation!r}; expected one of "

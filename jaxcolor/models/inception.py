@@ -17,7 +17,7 @@ the TensorFlow graph:
     stop at the global average pool).
 
 Input: RGB in [0, 1], [B, H, W, 3]; resized to 299 x 299 bilinearly (half-pixel
-centres, no antialiasing: PyTorch's `interpolate(align_corners=False)`), then
+centers, no antialiasing: PyTorch's `interpolate(align_corners=False)`), then
 scaled to [-1, 1]. Every convolution is bias-free and followed by batch norm
 (epsilon 1e-3) and ReLU. Parameter names follow the PyTorch state dict:
 `Mixed_6b/branch7x7_2/conv/kernel` is `Mixed_6b.branch7x7_2.conv.weight`.
@@ -47,7 +47,7 @@ def resize_bilinear(images: jax.Array, size: int = INPUT_SIZE) -> jax.Array:
   """[B, H, W, C] -> [B, size, size, C], PyTorch's bilinear resize.
 
   `F.interpolate(mode='bilinear', align_corners=False)` samples with
-  half-pixel centres and, unlike `jax.image.resize`'s default, no
+  half-pixel centers and, unlike `jax.image.resize`'s default, no
   antialiasing when it shrinks: pytorch-fid resizes that way.
   """
   batch, _, _, channels = images.shape

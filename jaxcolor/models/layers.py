@@ -1,4 +1,4 @@
-"""Building blocks shared by the networks: initialisers, normalisation, and
+"""Building blocks shared by the networks: initializers, normalization, and
 convolutions (stride 1, stride 2, transposed stride 2) in two implementations.
 
 `conv_impl` picks them (`resolve_conv_impl` is the one place that decides):
@@ -108,7 +108,7 @@ def uses_bias(norm: str) -> bool:
 
   The reference sets `use_bias = norm_layer == InstanceNorm2d`; its instance
   norm has no affine parameters, so the bias is the layer's only offset. With
-  no normalisation at all the bias is likewise the only offset, so it is kept.
+  no normalization at all the bias is likewise the only offset, so it is kept.
   """
   check_norm(norm)
   return norm != "batch"
@@ -373,7 +373,7 @@ def _adjoint_weight_gradient(grad: jax.Array, x: jax.Array, k: int,
 
   One matrix product of x with `grad`'s patches, [I, k * k * O], so that O
   stays the fastest-varying axis on the way to the kernel's layout: the
-  optimiser's updates read the gradient with that transpose fused in,
+  optimizer's updates read the gradient with that transpose fused in,
   cheap when it moves whole rows of O, slow when it moves single elements,
   as the convolution form's [O, k, k, I] needs. Timed with the updates
   counted, the product is the faster form for these networks

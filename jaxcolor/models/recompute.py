@@ -1,8 +1,8 @@
 """Rematerialisation that holds on XLA:CPU: recompute a module in the backward.
 
 Why not `nn.remat` / `jax.checkpoint`: they keep the recomputation apart from
-the forward pass with optimisation barriers, and XLA:CPU (jax 0.10.2) removes
-them (none is left in the optimised HLO). The recomputed forward then depends
+the forward pass with optimization barriers, and XLA:CPU (jax 0.10.2) removes
+them (none is left in the optimized HLO). The recomputed forward then depends
 only on values the forward pass already had: part of it was merged back into
 the forward pass, and the rest was scheduled right after the forward
 operations it repeats, so every intermediate stayed alive until the backward
@@ -57,7 +57,7 @@ def recompute_in_backward(module: nn.Module, *inputs: Any, train: bool) -> Any:
 
   def forward(bound, *xs):
     # Taken before the call: the recomputation must see the variables the
-    # forward pass saw (in training, batch norm normalises with the batch's
+    # forward pass saw (in training, batch norm normalizes with the batch's
     # own statistics, so the running averages it updates do not enter).
     variables = bound.variables
     return bound(*xs, train), (variables, xs)

@@ -15,7 +15,7 @@ state dict converts one to one (torchvision_import.py):
   layer2.0.downsample.1.weight     params/body/layer2_0/downsample_1/scale
   fc.{weight,bias}                 params/fc/{kernel,bias}
 
-Initialisation is torchvision's (`ResNet.__init__`): convolutions Kaiming
+Initialization is torchvision's (`ResNet.__init__`): convolutions Kaiming
 normal with fan_out and the ReLU gain (std = sqrt(2 / (out * kh * kw))),
 batch-norm scale 1 and offset 0; the classifier keeps PyTorch's `nn.Linear`
 default, U(-1/sqrt(in), 1/sqrt(in)) for weight and bias. Batch norm uses

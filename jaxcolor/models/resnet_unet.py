@@ -5,14 +5,14 @@ ResNet-18 body cut before the pooling and classifier, with one input channel
 (L) and two outputs (ab); paper 001 (section 3.3) likewise starts the
 generator from ImageNet ResNet-18 weights. This is our own port of that
 decoder's topology (fastai defaults: no blur, no self-attention, no
-normalisation inside the decoder convolutions, `last_cross=True`):
+normalization inside the decoder convolutions, `last_cross=True`):
 
   encoder      ResNet18Body: maps at strides 2, 4, 8, 16, 32 (64, 64, 128,
                256, 512 channels at base_features=64)
   middle       BN + ReLU on the stride-32 map, then 3x3 conv 512 -> 1024 and
                1024 -> 512, each with ReLU
   4 blocks     up to strides 16, 8, 4, 2. Each: 1x1 conv to 4 * (in / 2)
-               channels + ReLU, pixel shuffle (ICNR-initialised), BN on the
+               channels + ReLU, pixel shuffle (ICNR-initialized), BN on the
                encoder map of that resolution, concatenate, ReLU, then two
                3x3 conv + ReLU. Widths out: 512, 384, 256, 96 (the block's
                concatenated width, halved in the last block, as fastai).
@@ -29,11 +29,11 @@ replicated into three channels, sum_c W_c * L = (sum_c W_c) * L, so the
 summed one-channel stem computes exactly what the RGB stem computes on the
 replicated image (fastai's `create_body(n_in=1)` does the same).
 
-Initialisation: the encoder as torchvision (resnet.py); decoder convolutions
+Initialization: the encoder as torchvision (resnet.py); decoder convolutions
 Kaiming normal (fan_in, ReLU gain) with zero bias, as fastai's `apply_init`;
 pixel-shuffle convolutions ICNR (Aitken et al. 2017, "Checkerboard artifact
 free sub-pixel convolution") so that the shuffle starts as nearest-neighbour
-upsampling of a Kaiming-initialised 1x1 conv; decoder batch norms scale 1 and
+upsampling of a Kaiming-initialized 1x1 conv; decoder batch norms scale 1 and
 offset 1e-3 (fastai's `BatchNorm`); the last 1x1 conv PyTorch's default
 weight with bias N(0, 0.01) (fastai's `init_linear` for a layer without
 activation).
@@ -80,7 +80,7 @@ def icnr_init(base_init: Callable = decoder_conv_init,
   output channels and repeated so that the scale**2 sub-pixel channels of
   each output channel (c * scale**2 + k, see `pixel_shuffle`) share one
   kernel. With equal biases, every scale x scale output block then starts
-  constant: no checkerboard at initialisation.
+  constant: no checkerboard at initialization.
   """
   groups = scale * scale
 
@@ -148,7 +148,7 @@ class UNetBlock(nn.Module):
     """x [B, H, W, C], skip [B, 2H, 2W, S] -> [B, 2H, 2W, features]."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     up = PixelShuffleICNR(x.shape[-1] // 2, name="shuffle", **kw)(x)
-    # fastai normalises the skip: encoder maps of different stages come out
+    # fastai normalizes the skip: encoder maps of different stages come out
     # of ReLUs at very different scales than the freshly upsampled path.
     skip = _decoder_batch_norm(train, name="skip_bn", **kw)(skip)
     y = nn.relu(jnp.concatenate([up, skip.astype(up.dtype)], axis=-1))

@@ -86,7 +86,7 @@ class UNetGenerator(nn.Module):
   (it always has at least five levels), the same rule gives a shallower U-Net
   for cheap tests.
 
-  The reference's innermost encoder has no normalisation: its output is the
+  The reference's innermost encoder has no normalization: its output is the
   1 x 1 bottleneck code at the intended input size, which instance norm, or
   batch norm over the paper's batches of one, would set to a constant.
 
@@ -113,7 +113,7 @@ class UNetGenerator(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """Colours a batch: [B, H, W, C_in] -> [B, H, W, output_channels]."""
+    """Colors a batch: [B, H, W, C_in] -> [B, H, W, output_channels]."""
     n = self.num_downsamplings
     if n < 2:
       raise ValueError(f"num_downsamplings={n}; the U-Net needs at least 2.")

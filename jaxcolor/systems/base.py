@@ -38,7 +38,7 @@ def counters() -> State:
 
 
 class TrainState(train_state.TrainState):
-  """Parameters, optimiser state and batch-norm statistics of one network."""
+  """Parameters, optimizer state and batch-norm statistics of one network."""
   batch_stats: Any = None
 
   @property
@@ -77,7 +77,7 @@ def build_network(net_config: ml_collections.ConfigDict, compute_dtype: str,
 
 def create_train_state(module: nn.Module, tx: optax.GradientTransformation,
                        rng: jax.Array, example_input: jax.Array) -> TrainState:
-  """Initialises `module` on `example_input` (shape only matters)."""
+  """Initializes `module` on `example_input` (shape only matters)."""
   params_rng, dropout_rng = jax.random.split(rng)
   variables = module.init({"params": params_rng, "dropout": dropout_rng},
                           example_input, train=False)

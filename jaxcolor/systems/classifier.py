@@ -2,7 +2,7 @@
 
 Paper 003 (section 6.5) pretrains "the backbone of the generator, which
 corresponds to the down sampling path ... using a classification model on the
-ImageNet dataset" before the U-Net sees a colour; paper 001 (section 3.3)
+ImageNet dataset" before the U-Net sees a color; paper 001 (section 3.3)
 starts from the same ImageNet ResNet-18. This system is that first stage done
 by the codebase itself: ResNet-18 (`config.classifier`, models/resnet.py)
 trained with softmax cross-entropy, SGD with momentum, weight decay and a
@@ -17,7 +17,7 @@ recipe's RGB, scaled to [-1, 1] (x / 127.5 - 1, the range of L / 50 - 1);
 the U-Net import then sums the stem over its channels, which is exact on
 gray images replicated to RGB.
 
-Optimiser: `config.optimizer.name = 'sgd'` (jaxcolor/optimizers.py), the
+Optimizer: `config.optimizer.name = 'sgd'` (jaxcolor/optimizers.py), the
 standard ImageNet recipe: momentum 0.9, learning rate 0.1 x batch / 256,
 weight decay 1e-4 on the kernels, cosine decay after an optional warm-up.
 """

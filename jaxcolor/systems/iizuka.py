@@ -2,7 +2,7 @@
 
 Iizuka, Simo-Serra and Ishikawa, "Let there be Color!" (SIGGRAPH 2016; paper
 004 sec. 4). Not a GAN: one network, `config.colorizer` ('iizuka'), predicts
-the chrominance and the scene class from the lightness, and one optimiser
+the chrominance and the scene class from the lightness, and one optimizer
 (ADADELTA in the original) minimises
 
     loss = MSE(ab) + alpha * CE(class logits, scene label)
@@ -16,11 +16,11 @@ start-up, as a warning, when the term is off; every logged step carries
 `classification_enabled` (1 or 0) as well.
 
 Loss scale. The original's network ends in a sigmoid and is trained with an
-MSE against a*b* normalised to [0, 1]; ours returns ab / 110 in [-1, 1]
-(`jaxcolor.models.iizuka`). The colour term here is the MSE on the
+MSE against a*b* normalized to [0, 1]; ours returns ab / 110 in [-1, 1]
+(`jaxcolor.models.iizuka`). The color term here is the MSE on the
 original's scale, (x + 1) / 2 of ours, i.e. a quarter of the MSE on the
 network's scale, so that alpha keeps the original's value 1/300 and the
-logged colour loss is comparable with the original's. (The a*b* range
+logged color loss is comparable with the original's. (The a*b* range
 constant differs: 110 here, 100 in the released model; for the same error in
 a*b* units our [0, 1]-scale MSE is (100 / 110)^2 = 0.83 of theirs.)
 """
@@ -63,7 +63,7 @@ def top1_correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 class Iizuka(base.System):
-  """One network (`config.colorizer`), colour MSE + alpha * scene CE.
+  """One network (`config.colorizer`), color MSE + alpha * scene CE.
 
   Config: `config.colorizer` (`{'name': 'iizuka', 'num_classes': ...,
   'width': ..., 'global_size': ...}`), `config.loss.classification_weight`
@@ -130,7 +130,7 @@ class Iizuka(base.System):
     if not train_info["has_labels"]:
       logging.warning(
           "Classification term OFF: dataset %r has no labels, so only the "
-          "colour MSE trains and the scene classifier keeps its initial "
+          "color MSE trains and the scene classifier keeps its initial "
           "weights. Train on a labelled dataset (places365_small, "
           "imagenet2012, cifar10) for the original's joint training.",
           config.dataset)
@@ -138,7 +138,7 @@ class Iizuka(base.System):
     if self.num_classes == 0:
       logging.warning(
           "Classification term OFF: config.colorizer.num_classes=0 (the "
-          "colour-only ablation), although dataset %r has %d classes.",
+          "color-only ablation), although dataset %r has %d classes.",
           config.dataset, train_info["num_classes"])
       return False
     if self.num_classes != train_info["num_classes"]:
@@ -180,9 +180,9 @@ class Iizuka(base.System):
     """
     (pred_ab, logits), batch_stats = base.apply_train(colorizer, params,
                                                       lightness)
-    colour = color_loss(pred_ab, ab)
-    loss = colour
-    metrics = {"colorizer_color_loss": colour}
+    color = color_loss(pred_ab, ab)
+    loss = color
+    metrics = {"colorizer_color_loss": color}
     classify = labels is not None and logits is not None
     if classify:
       cross_entropy = classification_loss(logits, labels)

@@ -119,7 +119,7 @@ class Pix2Pix(base.System):
   def warmup_step(self, state, batch, rng):
     """One Adam step of G on lambda * L1 alone; D neither runs nor moves.
 
-    G's own optimiser and schedule, so its moments carry into the GAN
+    G's own optimizer and schedule, so its moments carry into the GAN
     phase; metrics carry the GAN phase's generator names (the GAN terms
     are absent, not zero; `generator_loss` is lambda * L1).
     """
@@ -218,7 +218,7 @@ class Pix2Pix(base.System):
     """One Adam step on the halved real/fake GAN loss (reference backward_D)."""
     def loss_fn(params):
       # Fake first, then real, as the reference: two separate batches, so
-      # batch norm normalises each with its own statistics.
+      # batch norm normalizes each with its own statistics.
       fake_logits, stats = self.discriminate(
           discriminator, params, discriminator.batch_stats, lightness, fake_ab)
       real_logits, stats = self.discriminate(

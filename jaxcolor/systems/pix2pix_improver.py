@@ -16,13 +16,13 @@ Generator, and Improver". Every step:
 output on it, I([L, fake_ab]) with the Improver as it stands before its own
 update of this step (a literal reading of sec. 3.5's "the predicted color
 image", the system's final prediction). G is then trained against a D that
-judges refined colours (docs/results.md lists which options are measured).
+judges refined colors (docs/results.md lists which options are measured).
 
 The discriminator is pix2pix's, shared: the paper trains three networks,
 "Discriminator, Generator, and Improver" (sec. 3.5), and the Improver's
 L_cGAN (sec. 3.3) is the same adversarial loss of eq. (2); there is no second
 discriminator. D learns from G's outputs only (step 2 is pix2pix's), and the
-Improver starts as the identity on G's output (a zero-initialised residual,
+Improver starts as the identity on G's output (a zero-initialized residual,
 jaxcolor/models/improver.py), so what D has learnt to reject is what the
 Improver starts from. docs/systems.md gives the reasons in full.
 
@@ -72,10 +72,10 @@ class Pix2PixImprover(Pix2Pix):
     pix2pix_rng, improver_rng = jax.random.split(rng)
     state = super().init(pix2pix_rng)
     size = self.config.image_size
-    colour = jnp.zeros((1, size, size, 3), jnp.float32)
-    # The Improver has pix2pix's optimiser and schedule: paper 000 gives none.
+    color = jnp.zeros((1, size, size, 3), jnp.float32)
+    # The Improver has pix2pix's optimizer and schedule: paper 000 gives none.
     state["improver"] = base.create_train_state(self.improver, self.tx,
-                                                improver_rng, colour)
+                                                improver_rng, color)
     return state
 
   # -- the step ---------------------------------------------------------------
@@ -98,7 +98,7 @@ class Pix2PixImprover(Pix2Pix):
     return state, {**metrics, **improver_metrics}
 
   def improver_input(self, lightness: jax.Array, ab: jax.Array) -> jax.Array:
-    """The generated colour image [L, ab]: [B, H, W, 3] (sec. 3.3)."""
+    """The generated color image [L, ab]: [B, H, W, 3] (sec. 3.3)."""
     return jnp.concatenate([lightness, ab.astype(lightness.dtype)], axis=-1)
 
   def update_improver(self, improver: base.TrainState,

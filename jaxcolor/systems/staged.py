@@ -21,11 +21,11 @@ step per stage (`phase_train_step`) and compiles the second when it gets
 there. Metrics are named per stage: 'pretrain/generator_l1_loss',
 'adversarial/discriminator_loss', ...
 
-Optimiser at the switch: stage 2 starts G's Adam afresh (zero moments, its
+Optimizer at the switch: stage 2 starts G's Adam afresh (zero moments, its
 own rate and betas, its schedule counted from the stage's first step), as
 paper 003 does by loading the pretrained generator's weights into a new GAN
-model; the pretraining optimiser's state stays in the checkpoint unused. D is
-first updated in stage 2 and starts there from its initialisation. G's
+model; the pretraining optimizer's state stays in the checkpoint unused. D is
+first updated in stage 2 and starts there from its initialization. G's
 batch-norm running statistics carry over.
 
 The encoder can start from pretrained ResNet-18 weights (`config.backbone`,

@@ -31,7 +31,7 @@ def _encode(im: Image.Image, fmt: str, **kwargs) -> bytes:
 
 def _png(width: int, height: int, bit_depth: int, color_type: int,
          raw: bytes) -> bytes:
-  """A PNG written by hand (Pillow writes neither 48/64-bit colour nor a
+  """A PNG written by hand (Pillow writes neither 48/64-bit color nor a
   header that lies about the size)."""
   def chunk(kind, body):
     crc = zlib.crc32(kind + body) & 0xFFFFFFFF
@@ -111,7 +111,7 @@ def test_each_kind_is_skipped_or_converted_as_counted(name):
     assert not transforms.is_grayscale(image)
 
 
-def test_16bit_and_transparent_sources_keep_their_colours():
+def test_16bit_and_transparent_sources_keep_their_colors():
   photo = _photo()
   pixels = np.asarray(photo).astype(int)
   image, events = transforms.decode(_png16(np.asarray(photo)))
@@ -122,7 +122,7 @@ def test_16bit_and_transparent_sources_keep_their_colours():
   image, events = transforms.decode(_png16(opaque))
   assert events == ["converted_16bit", "converted_alpha"]
   np.testing.assert_array_equal(np.asarray(image), pixels)
-  # Transparent pixels have no colour of their own: white, as a viewer shows.
+  # Transparent pixels have no color of their own: white, as a viewer shows.
   clear = opaque.copy()
   clear[..., 3] = 0
   image, _ = transforms.decode(_encode(Image.fromarray(clear), "PNG"))
@@ -183,7 +183,7 @@ def _expected(kinds_per_file, num_good: int) -> dict[str, int]:
 
 
 def _good_photos(count: int):
-  """Sample photos that decode with no event (colour, large enough)."""
+  """Sample photos that decode with no event (color, large enough)."""
   decode = transforms.DecodeAndResize(32)
   for path in sorted((sources.sample_dir() / "train").glob("*.jpg")):
     if not decode.map({"encoded": path.read_bytes(), "key": ""})[

@@ -165,30 +165,30 @@ def test_orbax_checkpoint_of_the_iterator(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def coloured_folder(tmp_path_factory):
-  """40 training images, each one flat colour: a crop still names its file."""
-  root = tmp_path_factory.mktemp("colours")
+def colored_folder(tmp_path_factory):
+  """40 training images, each one flat color: a crop still names its file."""
+  root = tmp_path_factory.mktemp("colors")
   (root / "train").mkdir()
   (root / "val").mkdir()
   for i in range(40):
-    colour = (20 + 5 * i, 220 - 4 * i, 60 + (i % 7) * 20)
-    Image.new("RGB", (24, 20), colour).save(root / "train" / f"{i:02d}.png")
+    color = (20 + 5 * i, 220 - 4 * i, 60 + (i % 7) * 20)
+    Image.new("RGB", (24, 20), color).save(root / "train" / f"{i:02d}.png")
   Image.new("RGB", (24, 20), (200, 30, 30)).save(root / "val" / "red.png")
   return root
 
 
-def _colours(batches) -> list[tuple[int, ...]]:
+def _colors(batches) -> list[tuple[int, ...]]:
   return [tuple(image[0, 0]) for batch in batches for image in batch["image"]]
 
 
-def test_processes_read_disjoint_images(coloured_folder):
-  dataset = f"folder:{coloured_folder}"
+def test_processes_read_disjoint_images(colored_folder):
+  dataset = f"folder:{colored_folder}"
   seen = []
   for index in range(2):
     iterator = _train(dataset, global_batch_size=8, process_index=index,
                       process_count=2, image_size=16)
     # One epoch: 40 images, 20 per process, 4 per process and batch.
-    seen.append(_colours(next(iterator) for _ in range(5)))
+    seen.append(_colors(next(iterator) for _ in range(5)))
   assert len(set(seen[0])) == len(seen[0]) == 20
   assert not set(seen[0]) & set(seen[1])
   assert len(set(seen[0]) | set(seen[1])) == 40  # Not the val/ image.

@@ -34,7 +34,7 @@ def filled_variables(module, shape, seed=0):
   """Variables of the right structure filled from NumPy: He-scaled kernels,
   batch norm at its initial state. XLA:CPU compiles `module.init`'s threefry
   draws slowly (tens of seconds for a few dozen kernels), so only tests about
-  the initialisers themselves call `init`.
+  the initializers themselves call `init`.
   """
   rng = np.random.default_rng(seed)
 
@@ -314,12 +314,12 @@ def test_dcgan_receptive_field(final_kernel_size):
   side = 160
   x = jax.random.normal(jax.random.PRNGKey(1), (1, side, side, 3))
   variables = filled_variables(module, x.shape)
-  centre = output_shape(module, variables, x.shape)[1] // 2
+  center = output_shape(module, variables, x.shape)[1] // 2
 
   @jax.jit
   def saliency(image):
     one_logit = lambda i: module.apply(variables, i, train=False)[
-        0, centre, centre, 0]
+        0, center, center, 0]
     return jnp.abs(jax.grad(one_logit)(image)).sum(axis=(0, 3))
 
   grad = np.asarray(saliency(x))
@@ -331,7 +331,7 @@ def test_dcgan_receptive_field(final_kernel_size):
   assert cols[-1] - cols[0] + 1 == expected
 
 
-def test_dcgan_first_layer_unnormalised_by_default():
+def test_dcgan_first_layer_unnormalized_by_default():
   x = jnp.zeros((1, 64, 64, 3))
   default = abstract_variables(
       dcgan.DCGANDiscriminator(widths=TINY_D), x.shape)

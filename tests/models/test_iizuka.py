@@ -46,10 +46,10 @@ def _expected_param_count(num_classes, w=64, global_size=224):
   side = global_size // 32
   glob = (4 * conv(8 * w, 8 * w) + dense_bn(side * side * 8 * w, 16 * w)
           + dense_bn(16 * w, 8 * w) + dense_bn(8 * w, 4 * w))
-  colour = ((8 * w) * (4 * w) + 4 * w + conv(4 * w, 2 * w) + conv(2 * w, w)
+  color = ((8 * w) * (4 * w) + 4 * w + conv(4 * w, 2 * w) + conv(2 * w, w)
             + conv(w, w) + conv(w, w // 2) + 9 * (w // 2) * 2 + 2)
   head = dense_bn(8 * w, 4 * w) + 4 * w * num_classes + num_classes
-  return low + mid + glob + colour + (head if num_classes else 0)
+  return low + mid + glob + color + (head if num_classes else 0)
 
 
 def test_full_size_shapes_and_parameter_count():
@@ -109,16 +109,16 @@ def test_gradients_reach_the_right_parts(variables):
   def losses(params):
     (ab, logits), _ = MODEL.apply({**variables, "params": params}, x,
                                   train=True, mutable=["batch_stats"])
-    colour = jnp.mean((ab - ab_target) ** 2)
+    color = jnp.mean((ab - ab_target) ** 2)
     classification = optax.softmax_cross_entropy_with_integer_labels(
         logits, labels).mean()
-    return jnp.stack([colour, classification])
+    return jnp.stack([color, classification])
 
   # Both gradients in one compilation: jacrev stacks them on a leading axis.
   grads = jax.jit(jax.jacrev(losses))(variables["params"])
-  colour_grads = jax.tree.map(lambda g: g[0], grads)
+  color_grads = jax.tree.map(lambda g: g[0], grads)
   class_grads = jax.tree.map(lambda g: g[1], grads)
-  class_norms, colour_norms = _norms(class_grads), _norms(colour_grads)
+  class_norms, color_norms = _norms(class_grads), _norms(color_grads)
 
   # The classification loss trains the shared low-level weights (through the
   # global path) and the global network, nothing of the local path.
@@ -127,10 +127,10 @@ def test_gradients_reach_the_right_parts(variables):
   assert class_norms["classifier"] > 0
   assert class_norms["mid_level"] == 0
   assert class_norms["colorization"] == 0
-  # The colour loss trains everything but the classification head.
-  assert colour_norms["classifier"] == 0
+  # The color loss trains everything but the classification head.
+  assert color_norms["classifier"] == 0
   for part in ("low_level", "mid_level", "global_level", "colorization"):
-    assert colour_norms[part] > 0, part
+    assert color_norms[part] > 0, part
 
 
 def test_global_path_sees_only_the_resized_input(variables):

@@ -224,7 +224,7 @@ def test_batch_normalization_train_and_eval():
   # PyTorch's momentum 0.1: running = 0.9 * running + 0.1 * batch.
   np.testing.assert_allclose(stats["mean"], 0.1 * mean, rtol=1e-5)
 
-  # Eval normalises with the running statistics and changes none of them.
+  # Eval normalizes with the running statistics and changes none of them.
   y_eval = module.apply(variables, x, train=False)
   np.testing.assert_allclose(y_eval, x / np.sqrt(1.0 + 1e-5) * scale + bias,
                              atol=1e-5)

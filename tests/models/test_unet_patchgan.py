@@ -83,10 +83,10 @@ def test_discriminator_parameter_count():
 def test_norm_choice_changes_parameter_count_as_the_reference():
   # Batch norm brings scale and offset (2C) but drops the bias (C) of the
   # convolution before it; instance norm (no affine) and no norm bring
-  # nothing and keep every bias. Generator: normalised channels 4,928
+  # nothing and keep every bias. Generator: normalized channels 4,928
   # (down 128+256+4*512, up 64+128+256+4*512), and down_0 (64) and the
   # innermost down (512) gain a bias: 4,928 - 576 = 4,352 fewer.
-  # Discriminator: normalised channels 128+256+512 = 896.
+  # Discriminator: normalized channels 128+256+512 = 896.
   for norm in ("instance", "none"):
     generator = abstract_variables(UNetGenerator(norm=norm), (1, 256, 256, 1))
     assert count(generator["params"]) == 54_409_858 - 4_352
@@ -241,8 +241,8 @@ def test_discriminator_receptive_field_is_70():
       assert rows[0] == max(8 * i - 23, 0) and rows[-1] == min(8 * i + 46, 127)
       assert cols[0] == max(8 * j - 23, 0) and cols[-1] == min(8 * j + 46, 127)
       assert rows[-1] - rows[0] + 1 <= 70 and cols[-1] - cols[0] + 1 <= 70
-  centre = out_side // 2
-  rows = np.flatnonzero(seen[centre, centre].any(axis=1))
+  center = out_side // 2
+  rows = np.flatnonzero(seen[center, center].any(axis=1))
   assert rows[-1] - rows[0] + 1 == 70 == rows.size
 
 

@@ -25,7 +25,7 @@ CLASSES = ("horizontal", "vertical", "checker")
 
 
 def _pattern(kind: str, rng: np.random.Generator, size: int = 40) -> np.ndarray:
-  """A coloured image whose class shows in its lightness alone."""
+  """A colored image whose class shows in its lightness alone."""
   period = int(rng.integers(4, 9))
   rows, cols = np.mgrid[:size, :size] // period
   mask = {"horizontal": rows % 2, "vertical": cols % 2,

@@ -31,7 +31,7 @@ def relative_error(a, b) -> float:
 
 
 def changed_networks(before, after, networks) -> set[str]:
-  """Networks with any parameter, statistic or optimiser moment changed."""
+  """Networks with any parameter, statistic or optimizer moment changed."""
   return {name for name in networks
           if any(not np.array_equal(a, b) for a, b in zip(
               jax.tree.leaves(before[name]), jax.tree.leaves(after[name])))}

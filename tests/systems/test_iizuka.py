@@ -1,4 +1,4 @@
-"""The Iizuka system: joint colour + classification loss, ADADELTA, labels."""
+"""The Iizuka system: joint color + classification loss, ADADELTA, labels."""
 
 import functools
 import importlib.util
@@ -34,7 +34,7 @@ def load_config(arg="smoke"):
 
 def labelled_batch(batch_size: int, size: int, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
-  # Smooth random colour fields: more like photos than white noise.
+  # Smooth random color fields: more like photos than white noise.
   low = rng.integers(0, 256, (batch_size, size // 8, size // 8, 3))
   image = np.kron(low, np.ones((1, 8, 8, 1))).astype(np.uint8)
   label = rng.integers(0, NUM_CLASSES, (batch_size,)).astype(np.int32)
@@ -138,7 +138,7 @@ def test_loss_terms_and_classification_gradient(config, initial_state):
   ((loss_l, (_, metrics_l)), grads_l), ((loss_n, (_, metrics_n)), grads_n), \
       pred_ab, logits = losses_and_grads(colorizer.params)
 
-  # Without labels: exactly the colour MSE, on the original's [0, 1] scale.
+  # Without labels: exactly the color MSE, on the original's [0, 1] scale.
   mse = np.mean(np.square((np.asarray(pred_ab) - np.asarray(ab)) / 2))
   np.testing.assert_allclose(loss_n, mse, rtol=1e-5)
   assert set(metrics_n) == {"colorizer_color_loss", "colorizer_loss",
@@ -175,7 +175,7 @@ def test_config_errors_name_the_key(tmp_path):
   config.optimizer.name = "rmsprop"
   with pytest.raises(configuration.ConfigError,
                      match="optimizer.name='rmsprop' is invalid"):
-    systems.create(config)  # Builds, and checks, the optimiser.
+    systems.create(config)  # Builds, and checks, the optimizer.
   tfds = pytest.importorskip("tensorflow_datasets")
   config = load_config()
   config.dataset = "cifar10"
@@ -183,7 +183,7 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(configuration.ConfigError,
                        match="num_classes=365 does not match.*10 classes"):
       experiment.build(config)  # Opens the datasets; the system checks them.
-    config.colorizer.num_classes = 0  # The colour-only ablation runs.
+    config.colorizer.num_classes = 0  # The color-only ablation runs.
     experiment.build(config)
 
 

@@ -1,5 +1,5 @@
 """Mixed precision: `compute_dtype='bfloat16'` computes the networks in
-bfloat16 while parameters, optimiser state, batch statistics and every loss
+bfloat16 while parameters, optimizer state, batch statistics and every loss
 stay float32."""
 
 import jax

@@ -30,7 +30,7 @@ def _steps(config, phases, state=None):
   abstract = jax.eval_shape(system.init, jax.random.key(0))
   state0 = state if state is not None else init_host_state(config)
   sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
-  # Its values in this system's tree (the optimiser is a static field).
+  # Its values in this system's tree (the optimizer is a static field).
   current = jax.device_put(jax.tree.unflatten(
       jax.tree.structure(abstract), jax.tree.leaves(state0)), sharding)
   rng = parallel.replicate(jax.random.key(1), mesh)

@@ -115,14 +115,14 @@ def test_stages_switch_at_the_boundary(straight_run):
   states = {step: _checkpoint(workdir, config, step) for step in (1, 2, 3, 4)}
   assert [int(states[s]["stage"]) for s in (1, 2, 3, 4)] == [0, 0, 1, 1]
   # Step 2 (stage 1) moves G with its pretraining Adam; D, and the Adam G
-  # uses in stage 2, stay as initialised.
+  # uses in stage 2, stay as initialized.
   assert not _equal(states[1]["generator"].params, states[2]["generator"].params)
   assert _equal(states[1]["discriminator"], states[2]["discriminator"])
   assert _equal(states[1]["generator"].opt_state, states[2]["generator"].opt_state)
   assert _adam_count(states[2][staged.PRETRAIN_OPT_STATE]) == 2
   assert _adam_count(states[2]["generator"].opt_state) == 0
   # Steps 3 and 4 (stage 2) move D and G; G's stage-2 Adam starts afresh and
-  # the pretraining optimiser stays where stage 1 left it.
+  # the pretraining optimizer stays where stage 1 left it.
   for before, after in ((states[2], states[3]), (states[3], states[4])):
     assert not _equal(before["discriminator"].params,
                       after["discriminator"].params)
@@ -162,7 +162,7 @@ def test_resume_in_each_stage_equals_the_straight_run(
   assert int(b["step"]) == 4 and int(b["stage"]) == 1
   leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(leaves_a) == len(leaves_b)
-  for x, y in zip(leaves_a, leaves_b):  # Params, BN stats, both optimisers.
+  for x, y in zip(leaves_a, leaves_b):  # Params, BN stats, both optimizers.
     np.testing.assert_array_equal(x, y)
   train_lines = lambda w: [l for l in _lines(w) if "eval/ssim" not in l]
   straight_lines = {l["step"]: l for l in train_lines(workdir)}

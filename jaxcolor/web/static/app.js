@@ -1,4 +1,4 @@
-// The page's behaviour: upload, show, compare, download. No inline script
+// The page's behavior: upload, show, compare, download. No inline script
 // (the page's content policy allows scripts from this server only).
 "use strict";
 const $ = id => document.getElementById(id);
@@ -40,7 +40,7 @@ async function run(file) {
       throw new Error(message);
     }
     const url = URL.createObjectURL(await response.blob());
-    // The gray side is the result shown without colour: its lightness is the
+    // The gray side is the result shown without color: its lightness is the
     // upload's, and the browser need not decode the upload (TIFF, say).
     await show(url);
     const link = $("download");
@@ -48,7 +48,7 @@ async function run(file) {
     link.download = file.name.replace(/\.[^.]*$/, "") + "_colorized.png";
     link.hidden = false;
     done();
-    say("Done: drag the slider to compare the gray input with the colours.");
+    say("Done: drag the slider to compare the gray input with the colors.");
   } catch (error) {
     done();
     // The previous result and its download link stay as they were.
@@ -65,6 +65,7 @@ function show(url) {
       $("before").src = url;
       $("compare").hidden = false;
       $("slider").hidden = false;
+      $("slider").style.width = $("compare").clientWidth + "px";
       resolve();
     };
     after.onerror = () => reject(new Error("the result could not be shown."));
