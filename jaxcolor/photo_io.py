@@ -56,6 +56,10 @@ def squeezed(image: Image.Image, size: int) -> np.ndarray:
   return np.asarray(small.convert("RGB"))
 
 
+class NetworkInputTooLarge(ValueError):
+  """A render size that would give the network more pixels than allowed."""
+
+
 def render_shape(width: int, height: int, render_size: int) -> tuple[int, int]:
   """(height, width) with the shorter side `render_size`, aspect kept."""
   scale = render_size / min(width, height)
@@ -90,7 +94,7 @@ def rendered(image: Image.Image, render_size: int, multiple: int, *,
     raise ValueError(f"step={step} is not a multiple of {multiple}.")
   padded = (-(-height // step) * step, -(-width // step) * step)
   if padded[0] * padded[1] > max_pixels:
-    raise ValueError(
+    raise NetworkInputTooLarge(
         f"render size {render_size} gives {padded[0]} x {padded[1]} network "
         f"pixels, over the limit of {max_pixels:,}: choose a smaller render "
         "size.")

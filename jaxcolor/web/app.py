@@ -174,9 +174,10 @@ def make_app(colorizer, limits: uploads.Limits | None = None, *,
     try:
       return photo_io.rendered(image, render_size, multiple, step=step,
                                max_pixels=limits.max_network_pixels)
+    except photo_io.NetworkInputTooLarge as e:
+      raise HTTPException(413, str(e)) from None
     except ValueError as e:
-      raise HTTPException(413 if "over the limit" in str(e) else 400,
-                          str(e)) from None
+      raise HTTPException(400, str(e)) from None
 
   def finish(image: Image.Image, ab, crop) -> bytes:
     rgb = photo_io.recombine(image, ab[:crop[0], :crop[1]])
