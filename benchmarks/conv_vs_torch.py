@@ -7,11 +7,11 @@ The layers of configs/pix2pix.py at `--image_size` with a 1 x 1 bottleneck
 (the U-Net generator, ngf 64, and the 3-layer PatchGAN, ndf 64, as
 `benchmarks/cpu_step_vs_torch.py` compares their steps), each timed alone
 in its three passes: the forward pass, the input gradient and the weight
-gradient. Ours in the forms the CPU step runs (`layers.conv_2x`,
-`layers.conv_transpose_2x` and, for the PatchGAN's stride-1 layers,
-`layers.Conv1x`: Winograd's forms where their thresholds pick them), one
-jitted function per pass;
-compiled as the step is (`layers.compiler_options`: by default XLA's own
+gradient. Ours in the forms the CPU step runs (`CpuConvForms`'
+`conv_stride2`, `conv_transpose_stride2` and, for the PatchGAN's stride-1
+layers, `conv_stride1`: Winograd's forms where their thresholds pick
+them), one jitted function per pass;
+compiled as the step is (`backends.compiler_options`: by default XLA's own
 convolution kernels; `--cpu_conv_library=ynnpack` YNNPACK's);
 PyTorch's `F.conv2d` / `F.conv_transpose2d` and `torch.autograd.grad` for
 one input at a time (its `convolution_backward` computes only what is
@@ -119,9 +119,11 @@ def time_ours(layer: Layer, batch: int, repeats: int,
   import ml_collections  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
 
-  from jaxcolor.models import layers  # noqa: PLC0415
-  options = layers.compiler_options(
-      ml_collections.ConfigDict({"cpu_conv_library": library}))
+  from jaxcolor import backends  # noqa: PLC0415
+  from jaxcolor.backends import xla_cpu  # noqa: PLC0415
+  options = backends.compiler_options(
+      ml_collections.ConfigDict({"cpu_conv_library": library}), "cpu")
+  cpu = xla_cpu.CpuConvForms()
   rng = np.random.default_rng(0)
   x = rng.standard_normal((batch, layer.size, layer.size, layer.inputs),
                           np.float32)
@@ -130,13 +132,11 @@ def time_ours(layer: Layer, batch: int, repeats: int,
   size = layer.output_size()
   g = rng.standard_normal((batch, size, size, layer.outputs), np.float32)
   if layer.kind == "down":
-    conv = lambda x, w: layers.conv_2x(x, w, 1)  # noqa: E731
+    conv = lambda x, w: cpu.conv_stride2(x, w, 1)  # noqa: E731
   elif layer.kind == "up":
-    conv = lambda x, w: layers.conv_transpose_2x(x, w, 1, 0)  # noqa: E731
+    conv = lambda x, w: cpu.conv_transpose_stride2(x, w, 1, 0)  # noqa: E731
   else:  # The PatchGAN's layer itself: Winograd's form where it takes it.
-    module = layers.Conv1x(layer.outputs, kernel_size=4, padding=1,
-                           use_bias=False, impl="cpu")
-    conv = lambda x, w: module.apply({"params": {"kernel": w}}, x)  # noqa: E731
+    conv = lambda x, w: cpu.conv_stride1(x, w, 1)  # noqa: E731
   jit = lambda f: jax.jit(f, compiler_options=options)  # noqa: E731
   programs = {
       "forward": (jit(conv), (x, w)),

@@ -58,6 +58,7 @@ def our_command(args) -> list[str]:
           f"--config.batch_size={args.batch_size}",
           f"--config.generator.num_downsamplings={levels}",
           f"--steps={args.steps}", f"--warmup={args.warmup}",
+          f"--config.conv_impl={args.conv_impl}",
           *(["--inference", f"--colorize_batch={args.batch_size}"]
             if args.inference else [])]
 
@@ -261,6 +262,9 @@ def main():
                            "core of the affinity mask: restrict both with "
                            "taskset)")
   parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--conv_impl", default="auto",
+                      choices=("auto", "xla", "cpu"),
+                      help="our convolutions' forms (jaxcolor/backends)")
   parser.add_argument("--steps", type=int, default=5,
                       help="timed steps per process")
   parser.add_argument("--warmup", type=int, default=2)

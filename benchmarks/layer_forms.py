@@ -1,5 +1,5 @@
-r"""The CPU forms of `jaxcolor.models.layers` against the alternatives they
-replaced, at the shapes of the 128-px pix2pix U-Net, batch 16.
+r"""The CPU forms of `jaxcolor.backends.xla_cpu` against the alternatives
+they replaced, at the shapes of the 128-px pix2pix U-Net, batch 16.
 
   GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/layer_forms.py
 
@@ -7,8 +7,9 @@ Three tables, each a median over `--repeats` calls of one jitted function
 (ms; GFLOP/s where the FLOPs are the convolution's):
 
 - `adjoint`: a transposed convolution's weight gradient, [k, k, I, O], as
-  the adjoint convolution's (`_strided_weight_gradient`, then `_swap_io`)
-  and as the patch product (`_adjoint_weight_gradient`), alone and followed
+  the adjoint convolution's (`CpuConvForms.strided_weight_gradient`, then
+  `products.swap_io`) and as the patch product
+  (`products.adjoint_patch_weight_gradient`), alone and followed
   by an optimizer-like update that reads it twice (`p - 0.1 w^2 + w`): the
   update reads the gradient through whatever transpose its layout needs.
 - `adam`: optax's Adam update of one [4, 4, 1024, 512] kernel whose
@@ -16,11 +17,10 @@ Three tables, each a median over `--repeats` calls of one jitted function
   axes must be swapped on the way in (what the adjoint forms produced
   before), or that swap materialised first.
 - `taps`: a transposed convolution's forward pass as the tap product
-  (`_tap_products`, shifted slices padded where they are read) and with
-  all the products padded first (the form before 2026-12-06's fourth
-  round).
+  (`products.tap_products`, shifted slices padded where they are read) and
+  with all the products padded first (the form it replaced).
 
-Thresholds in layers.py were chosen from these on a 2-core Zen 4 VM
+The defaults of `CpuConvForms`' thresholds were chosen from these
 (docs/benchmarks.md, "Fourth round"); rerun this on another CPU before
 moving them. Not part of the package; the tests do not import it.
 """
@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcolor.models import layers
+from jaxcolor.backends.xla_cpu import forms
+from jaxcolor.backends.xla_cpu import products
 
 
 def _median_ms(fn, *args, repeats: int) -> float:
@@ -51,11 +52,13 @@ def _normal(rng, shape, scale=1.0):
 
 
 def adjoint_table(rng, batch: int, repeats: int) -> None:
+  cpu = forms.CpuConvForms()
+
   def conv_form(grad, x):
-    return layers._swap_io(layers._strided_weight_gradient(grad, x, 4, (1, 1)))
+    return products.swap_io(cpu.strided_weight_gradient(grad, x, 4, (1, 1)))
 
   def patch_form(grad, x):
-    return layers._adjoint_weight_gradient(grad, x, 4, (1, 1))
+    return products.adjoint_patch_weight_gradient(grad, x, 4, (1, 1))
 
   def updated(form):
     def fn(grad, x, p):
@@ -114,27 +117,27 @@ def adam_table(rng, repeats: int) -> None:
 
 
 def _padded_tap_products(x, kernel, padding):
-  """`layers._tap_products` as it was: every product padded, then sliced."""
+  """`products.tap_products` as it was: every product padded, then sliced."""
   k, _, channels, features = kernel.shape
   batch, height, width, _ = x.shape
-  products = jnp.einsum("bhwi,iq->bhwq", x, kernel.transpose(2, 0, 1, 3)
-                        .reshape(channels, k * k * features))
-  products = products.reshape(batch, height, width, k, k, features)
+  taps = jnp.einsum("bhwi,iq->bhwq", x, kernel.transpose(2, 0, 1, 3)
+                    .reshape(channels, k * k * features))
+  taps = taps.reshape(batch, height, width, k, k, features)
   margin = k // 2
-  products = jnp.pad(products, ((0, 0), (margin, margin), (margin, margin),
-                                (0, 0), (0, 0), (0, 0)))
+  taps = jnp.pad(taps, ((0, 0), (margin, margin), (margin, margin),
+                        (0, 0), (0, 0), (0, 0)))
 
   def phase(row_phase, col_phase):
-    row_taps, row_lo, _ = layers._phase_taps(k, padding, row_phase)
-    col_taps, col_lo, _ = layers._phase_taps(k, padding, col_phase)
+    row_taps, row_lo, _ = products.phase_taps(k, padding, row_phase)
+    col_taps, col_lo, _ = products.phase_taps(k, padding, col_phase)
     total = 0
     for i, row_tap in enumerate(row_taps):
       for j, col_tap in enumerate(col_taps):
         top, left = margin + i - row_lo, margin + j - col_lo
-        total = total + products[:, top:top + height, left:left + width,
-                                 row_tap, col_tap]
+        total = total + taps[:, top:top + height, left:left + width,
+                             row_tap, col_tap]
     return total
-  return layers._interleaved(phase)
+  return products.interleaved(phase)
 
 
 def taps_table(rng, batch: int, repeats: int) -> None:
@@ -143,7 +146,7 @@ def taps_table(rng, batch: int, repeats: int) -> None:
                                   (64, 128, 2), (4, 512, 512)]:
     x = _normal(rng, (batch, height, height, inputs))
     kernel = _normal(rng, (4, 4, inputs, outputs), 0.02)
-    ours = jax.jit(lambda x, w: layers._tap_products(x, w, 1))
+    ours = jax.jit(lambda x, w: products.tap_products(x, w, 1))
     padded = jax.jit(lambda x, w: _padded_tap_products(x, w, 1))
     np.testing.assert_allclose(ours(x, kernel), padded(x, kernel), atol=1e-5)
     print(f"  {height:3d} {inputs:4d} -> {outputs:3d}: "

@@ -73,10 +73,10 @@ def get_config(arg=None):
   c.optimizer.b2 = 0.999
   c.optimizer.decay_steps = 0
   # remat: the generator recomputes each block, downsampling and upsampling
-  # in the backward pass instead of keeping their intermediates (jaxcolor/models/recompute.py): the step's
-  # temporaries at 256 px, batch 16 drop from 28 GB to 8.6 GB (XLA:CPU) for
-  # about a third more FLOPs. `--config.generator.remat=False` where memory
-  # allows (docs/benchmarks.md).
+  # in the backward pass instead of keeping their intermediates
+  # (models/dla.py): a fraction of the step's temporaries at 256 px, batch
+  # 16, for about a third more FLOPs (docs/benchmarks.md).
+  # `--config.generator.remat=False` where memory allows.
   c.generator = {"name": "dla", "widths": (64, 128, 256, 512, 512),
                  "norm": "batch", "remat": True}
   c.discriminator = {"name": "dcgan_discriminator",

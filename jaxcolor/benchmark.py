@@ -23,7 +23,7 @@ FLOPs come from XLA's cost analysis: `flops_per_step` of the compiled step
 `model_flops_per_step` of the same step with XLA's own convolutions
 (`conv_impl='xla'`), lowered: the multiply-adds of the model's direct
 convolutions, the usual count behind a rate and MFU. The two differ on the
-CPU, whose forms (jaxcolor/models/layers.py) compute the same function with
+CPU, whose forms (jaxcolor/backends/xla_cpu) compute the same function with
 fewer products (Winograd's); `tflops_per_s` and `mfu` (the achieved rate
 over the devices' peak dense rate for the compute dtype, when the device is
 in `PEAK_FLOPS`) are on the model's count.
@@ -69,8 +69,10 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from jaxcolor import backends  # noqa: E402
 from jaxcolor import cli  # noqa: E402
 from jaxcolor import colorize  # noqa: E402
+from jaxcolor import compile_only  # noqa: E402
 from jaxcolor import distributed  # noqa: E402
 from jaxcolor import data  # noqa: E402
 from jaxcolor import experiment  # noqa: E402
@@ -79,7 +81,6 @@ from jaxcolor import photo_files  # noqa: E402
 from jaxcolor import photo_io  # noqa: E402
 from jaxcolor import train_step  # noqa: E402
 from jaxcolor.errors import ConfigError  # noqa: E402
-from jaxcolor.models import layers  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with a preset: configs/pix2pix.py.",
@@ -99,6 +100,31 @@ _COLORIZE_BATCH = flags.DEFINE_integer(
 _INFERENCE = flags.DEFINE_bool(
     "inference", False, "Time the colorize network alone (no folder needed) "
     "instead of training.")
+_TOPOLOGY = flags.DEFINE_string(
+    "topology", None, "Compile only, for a TPU slice that need not be here "
+    "(e.g. v5e:4x4, v5p:4x4x4; needs libtpu: the tpu extra): one JSON line "
+    "per program with its memory, cost, collectives and roofline bound "
+    "(jaxcolor/compile_only.py).")
+_PER_CHIP_BATCH = flags.DEFINE_integer(
+    "per_chip_batch", None, "With --topology: images per chip in a training "
+    "step (default: the config's per_device_batch_size, else batch_size over "
+    "the chips).")
+_PROGRAMS = flags.DEFINE_list(
+    "programs", list(compile_only.PROGRAMS), "With --topology: which programs "
+    f"to compile, of {', '.join(compile_only.PROGRAMS)}.")
+_LAST_PHASE_ONLY = flags.DEFINE_bool(
+    "last_phase_only", False, "With --topology: compile only the last "
+    "training phase (a staged system's full step), not every phase.")
+_DUMP_HLO = flags.DEFINE_string(
+    "dump_hlo", None, "With --topology: write each compiled program's "
+    "optimized HLO text to this folder.")
+_MAX_BATCH_COMPILES = flags.DEFINE_integer(
+    "max_batch_compiles", None, "With --max_batch: stop after this many "
+    "compiles, with the largest batch that fit and the smallest that did not "
+    "(default: until they are adjacent).")
+_MAX_BATCH = flags.DEFINE_bool(
+    "max_batch", False, "With --topology: also find the largest per-chip "
+    "batch whose training step fits the chip's memory.")
 _SKIP_STEP = flags.DEFINE_bool(
     "skip_step", False, "Time only the input pipeline (with --input_pipeline).")
 
@@ -406,9 +432,9 @@ def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int,
       "image_size": config.image_size,
       "global_batch_size": config.batch_size,
       "compute_dtype": config.compute_dtype,
-      "conv_impl": layers.resolve_conv_impl(config.get("conv_impl", "auto")),
+      "conv_impl": backends.resolve(config.conv_impl, device.platform),
       # The XLA options the programs compiled with (None: XLA's defaults).
-      "compiler_options": layers.compiler_options(config),
+      "compiler_options": backends.compiler_options(config, device.platform),
       "device_kind": device.device_kind,
       "platform": device.platform,
       "device_count": jax.device_count(),
@@ -450,6 +476,9 @@ def main(argv):
   if _INFERENCE.value and _COLORIZE.value is not None:
     raise app.UsageError("--inference times the network alone and --colorize "
                          "the network and the path: give one.")
+  if _TOPOLOGY.value:
+    _compile_only(_CONFIG.value)
+    return
   distributed.initialize()
   config = _CONFIG.value
   try:
@@ -466,6 +495,40 @@ def main(argv):
     logging.info("%s: %s", key, value)
   print(json.dumps(result), flush=True)
   sys.stdout.flush()
+
+
+def _compile_only(config: ml_collections.ConfigDict) -> None:
+  """--topology: one JSON line per compiled program (and per batch search),
+  nothing run."""
+  unknown = set(_PROGRAMS.value) - set(compile_only.PROGRAMS)
+  if unknown:
+    raise app.UsageError(f"--programs: unknown {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(compile_only.PROGRAMS)}.")
+  try:
+    devices = compile_only.topology_devices(_TOPOLOGY.value)
+    plan = compile_only.plan(config, _TOPOLOGY.value, _PER_CHIP_BATCH.value,
+                             devices)
+    last = compile_only.phases(plan.built.system,
+                               plan.built.config.num_train_steps)[-1]
+    known = {}
+    for record in compile_only.compile_programs(
+        plan, tuple(_PROGRAMS.value), last_phase_only=_LAST_PHASE_ONLY.value,
+        hlo_dir=_DUMP_HLO.value):
+      print(json.dumps(record), flush=True)
+      if record["program"] == f"train:{last}":
+        known[plan.per_chip_batch] = record
+    if _MAX_BATCH.value:
+      found = compile_only.largest_batch(
+          config, _TOPOLOGY.value, start=plan.per_chip_batch, devices=devices,
+          max_compiles=_MAX_BATCH_COMPILES.value, known=known)
+      found.pop("report")  # The sizes it tried are in "tried".
+      print(json.dumps({"program": "max_batch", "system": config.system,
+                        "topology": _TOPOLOGY.value,
+                        "compute_dtype": config.compute_dtype, **found}),
+            flush=True)
+  except ConfigError as e:
+    print(f"Configuration error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _define_flags() -> None:

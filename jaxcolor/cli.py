@@ -211,6 +211,8 @@ def run(name: str, module: types.ModuleType,
     if not verbose:
       quiet_libraries(keep_own_info=command.logs_progress)
     use_compilation_cache()
+    from jaxcolor import platforms  # noqa: PLC0415 - imports jax.
+    platforms.pin_cpu_without_accelerators()
     try:
       return module.main(args)
     except app.UsageError as e:

@@ -67,6 +67,7 @@ from absl import flags
 from PIL import Image
 
 from jaxcolor import artifact
+from jaxcolor import backends
 from jaxcolor import checkpointing
 from jaxcolor import cli
 from jaxcolor import color
@@ -78,7 +79,6 @@ from jaxcolor import rundir
 from jaxcolor import systems
 from jaxcolor import video
 from jaxcolor.errors import ConfigError
-from jaxcolor.models import layers
 from jaxcolor.photo_files import (FORMATS, colorize_files, find_inputs,
                                   load_image, save_image)
 
@@ -149,7 +149,7 @@ class Colorizer:
     # Arrays that the output does not read are zeros inside the program,
     # which XLA drops with the computations that would have used them.
     self.network_fn = predict_ab
-    options = layers.compiler_options(system.config)
+    options = backends.compiler_options(system.config, system.platform)
     self.devices = list(devices) if devices else default_devices()
     if len(self.devices) > 1:
       # Data parallel: the batch split over the devices, the arrays on each.
@@ -303,6 +303,35 @@ class Colorizer:
     if render_size is not None:
       colorizer = colorizer.with_render_size(render_size)
     return colorizer
+
+  @classmethod
+  def for_compiling(cls, system: systems.System, abstract_state: Any, *,
+                    image_size: int, batch_size: int,
+                    devices: Sequence[jax.Device]) -> "Colorizer":
+    """A colorizer of shapes alone, whose `lowered_abstract` compiles for
+    `devices` (a TPU topology's: jaxcolor/compile_only.py) without placing
+    any weights."""
+    colorizer = cls.__new__(cls)
+    colorizer._setup(system, abstract_state, image_size, None, batch_size,
+                     None, None, devices)
+    placement = colorizer._array_placement
+    if isinstance(placement, jax.Device):
+      placement = jax.sharding.SingleDeviceSharding(placement)
+    colorizer.arrays = {
+        path: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement)
+        for path, a in colorizer._abstract_arrays().items()}
+    return colorizer
+
+  def lowered_abstract(self) -> jax.stages.Lowered:
+    """The network program for a full batch of training-size squares,
+    lowered from shapes alone."""
+    size = self.image_size
+    sharding = (jax.sharding.NamedSharding(
+        jax.sharding.Mesh(np.array(self.devices), ("batch",)),
+        jax.sharding.PartitionSpec("batch")) if len(self.devices) > 1
+        else jax.sharding.SingleDeviceSharding(self.devices[0]))
+    return self.lowered(jax.ShapeDtypeStruct(
+        (self.batch_size, size, size, 3), np.uint8, sharding=sharding))
 
   def with_render_size(self, render_size: int | None) -> "Colorizer":
     """The same colorizer (sharing its arrays) at another render size.

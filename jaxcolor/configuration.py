@@ -6,14 +6,15 @@ line naming the key, the value and what is allowed. Sections with a registry
 of their own are checked there: `config.optimizer` by `jaxcolor.optimizers`
 (when a system builds its optimizer), the datasets by
 `jaxcolor.data.check_datasets` (which reads the file system), each system's
-own fields by its `validate`. This module imports only the ground floor
-(`jaxcolor.errors`).
+own fields by its `validate`. This module imports only its own floor's
+enumerations (`jaxcolor.backends`) and the ground floor (`jaxcolor.errors`).
 """
 
 import re
 
 import ml_collections
 
+from jaxcolor.backends import CONV_IMPLS, CPU_CONV_LIBRARIES
 from jaxcolor.errors import ConfigError, require as _require, suggest
 
 __all__ = ["ConfigError", "suggest", "base_config", "validate",
@@ -23,8 +24,6 @@ __all__ = ["ConfigError", "suggest", "base_config", "validate",
 COMPUTE_DTYPES = ("float32", "bfloat16")
 GENERATOR_TEST_MODES = ("eval", "train")
 GENERATOR_EMA_RAMPS = ("steps", "gan")
-CONV_IMPLS = ("auto", "xla", "cpu")      # models.layers.CONV_IMPLS
-CPU_CONV_LIBRARIES = ("eigen", "ynnpack")  # models.layers.CPU_CONV_LIBRARIES
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -39,6 +38,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data_dir = ""                # TFDS data directory; '' = TFDS's default.
   c.image_size = 256
   c.batch_size = 1               # Global, over all devices and hosts.
+  # N > 0: the global batch is N per device, N x the device count, in place
+  # of batch_size (`scale_batch_sizes`): the config moves from one host to a
+  # pod slice unchanged. 0: batch_size holds as written.
+  c.per_device_batch_size = 0
   c.worker_count = 0             # grain worker processes per host; 0 = in-process.
   # Training crops: the shorter side is resized to image_size *
   # train_resize_scale, then a random image_size square is cropped (and
@@ -49,23 +52,25 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_train_steps = 1000
   c.seed = 0
   c.compute_dtype = "float32"    # Parameters and optimizer state stay float32.
-  # The convolutions' forms (models/layers.py): 'auto' takes XLA's own
+  # The convolutions' forms (jaxcolor/backends): 'auto' takes XLA's own
   # convolutions and nn.remat on GPU and TPU and, on the CPU, the
-  # custom-gradient forms tuned for XLA:CPU, Winograd's for the larger 4 x 4
-  # layers (models/winograd.py); 'xla' or 'cpu' forces one. Same function
-  # (to rounding) and parameters either way: checkpoints move between them.
+  # custom-gradient forms of jaxcolor/backends/xla_cpu (Winograd's for the
+  # larger 4 x 4 layers); 'xla' or 'cpu' forces one. Same function (to
+  # rounding) and parameters either way: checkpoints move between them.
   c.conv_impl = "auto"
   # On the CPU backend, which library runs the convolutions of every jitted
-  # program with the networks (models/layers.py, `compiler_options`):
+  # program with the networks (`backends.compiler_options`):
   # 'eigen', XLA's own kernels (faster for these networks on the CPUs
   # measured, docs/benchmarks.md), or 'ynnpack', XLA's default at our jaxlib.
   # Ignored on GPU and TPU.
   c.cpu_conv_library = "eigen"
-  # A step whose loss, gradient norm or new state is non-finite is always
-  # discarded (the state never holds a NaN, so no checkpoint does). False:
-  # the run then stops, naming the network, the step and the last good
-  # checkpoint. True: training goes on without that update, and the skipped
-  # steps are counted (metric 'skipped_steps') and warned about when logged.
+  # A step whose loss, gradient norm or new state is non-finite
+  # (jaxcolor/divergence.py). False: the update is kept and flagged, and the
+  # run stops at its next check, before anything is evaluated or
+  # checkpointed, naming the network, the step and the last good
+  # checkpoint. True: the update is dropped, training goes on, and the
+  # skipped steps are counted (metric 'skipped_steps') and warned about
+  # when logged. Either way no checkpoint holds a non-finite value.
   c.skip_nonfinite_steps = False
 
   c.log_every_steps = 50
@@ -79,6 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.eval_every_steps = 1000      # Also at the end of training.
   c.num_eval_images = 64         # 0 or negative: the whole evaluation split.
+  # Global; rounded up to a multiple of the device count
+  # (`scale_batch_sizes`): evaluation masks the padded rows, so the size
+  # changes no score.
   c.eval_batch_size = 16
 
   c.generator = ml_collections.ConfigDict({"name": "unet"})
@@ -198,6 +206,26 @@ _DATASET_RE = re.compile(
     r"^(sample|folder:.+|(tfds:)?[a-z0-9_]+(/[a-z0-9_.]+)?(:[0-9.]+)?)$")
 
 
+def scale_batch_sizes(config: ml_collections.ConfigDict,
+                      device_count: int) -> None:
+  """Sets the global batch sizes for `device_count` devices, in place.
+
+  With `per_device_batch_size` N > 0, `batch_size` becomes N x
+  `device_count`; `eval_batch_size` is rounded up to a multiple of
+  `device_count` (evaluation masks padded rows). A field of the wrong type
+  is left for `validate` to name. The run's config.json records the sizes
+  used.
+  """
+  per_device = config.get("per_device_batch_size")
+  if isinstance(per_device, int) and not isinstance(per_device, bool) and (
+      per_device > 0):
+    config.batch_size = per_device * device_count
+  eval_size = config.get("eval_batch_size")
+  if isinstance(eval_size, int) and not isinstance(eval_size, bool) and (
+      eval_size > 0):
+    config.eval_batch_size = -(-eval_size // device_count) * device_count
+
+
 def validate(config: ml_collections.ConfigDict, *, device_count: int,
              process_count: int = 1, extra_fields: tuple[str, ...] = ()) -> None:
   """Checks the fields common to all systems; systems check their own.
@@ -223,6 +251,11 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
     value = config[key]
     _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
              key, value, "a positive integer")
+  _require(isinstance(config.per_device_batch_size, int)
+           and not isinstance(config.per_device_batch_size, bool)
+           and config.per_device_batch_size >= 0, "per_device_batch_size",
+           config.per_device_batch_size,
+           "0 (batch_size is the global batch) or images per device")
   _require(isinstance(config.seed, int), "seed", config.seed, "an integer")
   _require(isinstance(config.worker_count, int) and config.worker_count >= 0,
            "worker_count", config.worker_count,
@@ -233,11 +266,10 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
            "a number between 1 (no jitter) and 4 (Isola et al.: 286 / 256)")
   _require(config.compute_dtype in COMPUTE_DTYPES, "compute_dtype",
            config.compute_dtype, f"one of {', '.join(COMPUTE_DTYPES)}")
-  _require(config.get("conv_impl", "auto") in CONV_IMPLS, "conv_impl",
-           config.get("conv_impl"), f"one of {', '.join(CONV_IMPLS)}")
-  _require(config.get("cpu_conv_library", "eigen") in CPU_CONV_LIBRARIES,
-           "cpu_conv_library", config.get("cpu_conv_library"),
-           f"one of {', '.join(CPU_CONV_LIBRARIES)}")
+  _require(config.conv_impl in CONV_IMPLS, "conv_impl", config.conv_impl,
+           f"one of {', '.join(CONV_IMPLS)}")
+  _require(config.cpu_conv_library in CPU_CONV_LIBRARIES, "cpu_conv_library",
+           config.cpu_conv_library, f"one of {', '.join(CPU_CONV_LIBRARIES)}")
   _require(isinstance(config.skip_nonfinite_steps, bool),
            "skip_nonfinite_steps", config.skip_nonfinite_steps,
            "True (skip and count non-finite steps) or False (stop the run)")
@@ -251,13 +283,16 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
   _require(config.batch_size % device_count == 0, "batch_size",
            config.batch_size,
            f"the global batch must split evenly over the {device_count} "
-           f"devices (use a multiple of {device_count})")
+           f"devices: set a multiple of {device_count}, or "
+           f"config.per_device_batch_size (the global batch is then that "
+           f"times the device count)")
   _require(config.batch_size % process_count == 0, "batch_size",
            config.batch_size,
            f"the global batch must split evenly over the {process_count} hosts")
   _require(config.eval_batch_size % device_count == 0, "eval_batch_size",
            config.eval_batch_size,
-           f"must be a multiple of the device count {device_count}")
+           f"must be a multiple of the device count {device_count} "
+           f"(`scale_batch_sizes` rounds it up)")
   _check_known(config.evaluation, list(base_config().evaluation.keys()),
                "evaluation", "known fields")
   _require(isinstance(config.profile_steps, int) and config.profile_steps >= 0,

@@ -26,7 +26,7 @@ class TrainingDiverged(RuntimeError):
 
 
 def guard_nonfinite(train_step, networks: tuple[str, ...], *,
-                    discard: bool = True):
+                    discard: bool):
   """`train_step` that flags, and with `discard` drops, a non-finite update.
 
   Network `n` is finite when its metrics (named `n_*`, after any
@@ -41,8 +41,8 @@ def guard_nonfinite(train_step, networks: tuple[str, ...], *,
   state's count of dropped updates (`base.SKIPPED_STEPS`); the host decides
   whether to stop (`check_finite`).
 
-  Without `discard` (the training loop's default, `skip_nonfinite_steps`
-  False) the update is kept and only flagged: the host stops the run at its
+  `discard` is `config.skip_nonfinite_steps`. Without it (the default
+  config) the update is kept and only flagged: the host stops the run at its
   next check, which comes before any checkpoint is written, so no
   checkpoint holds a non-finite value either, and the step does not pay
   for selecting between two copies of the state.

@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from jaxcolor import backends
 from jaxcolor import checkpointing
 from jaxcolor import color_metrics
 from jaxcolor import data
@@ -39,7 +40,6 @@ from jaxcolor import report
 from jaxcolor import run_log
 from jaxcolor import rundir as rundir_lib
 from jaxcolor.errors import ConfigError
-from jaxcolor.models import layers
 
 # Shown in the log summary, in this order (the JSON has everything).
 _SUMMARY = ("psnr", "ssim", "pixel_accuracy", "raw_accuracy_auc", "ab_mse",
@@ -94,7 +94,8 @@ def _fid_accumulator(config: ml_collections.ConfigDict, mesh):
         f"config.evaluation.fid_weights={path!r}: {e}") from None
   logging.info("FID: Inception weights %s (sha256 verified).", path)
   return fid_lib.FIDAccumulator(fid_lib.InceptionFeatures(
-      variables, mesh, compiler_options=layers.compiler_options(config)))
+      variables, mesh, compiler_options=backends.compiler_options(
+          config, jax.default_backend())))
 
 
 def _image_captions(images: dict[str, np.ndarray]) -> list[str]:

@@ -17,11 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxcolor import backends
 from jaxcolor import color
 from jaxcolor import color_metrics
 from jaxcolor import image_grid
 from jaxcolor import parallel
-from jaxcolor.models import layers
 from jaxcolor.systems.base import System
 
 GRAY = "gray"
@@ -107,7 +107,13 @@ class Evaluator:
         in_shardings=(state_sharding, parallel.batch_sharded(mesh)),
         out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh),
                        parallel.batch_sharded(mesh)),
-        compiler_options=layers.compiler_options(system.config))
+        compiler_options=backends.compiler_options(system.config,
+                                                   system.platform))
+
+  def lower(self, state: Any, batch: dict[str, Any]) -> jax.stages.Lowered:
+    """The evaluation step lowered for these arguments (abstract ones with
+    their shardings too: jaxcolor/compile_only.py)."""
+    return self._step.lower(state, batch)
 
   def evaluate(self, state: Any, batches: Iterable[dict[str, np.ndarray]],
                num_grid_images: int = 0) -> tuple[dict[str, float], dict]:

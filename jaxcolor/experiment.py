@@ -98,6 +98,8 @@ def build(config: ml_collections.ConfigDict, *, data: DataCheck = "train",
     data: which datasets to open and describe to the system (see
       `DataCheck`).
     devices: the mesh's devices; default every device of every process.
+      Their platform picks the networks' convolution forms
+      (`backends.select`).
     validate: False to skip the config checks, for a run's own config.json
       read back on another machine (colorize): its batch sizes were checked
       for the devices it trained on.
@@ -106,9 +108,11 @@ def build(config: ml_collections.ConfigDict, *, data: DataCheck = "train",
     ConfigError: the first invalid field, dataset or image size, before
       anything compiles.
   """
-  system = systems.create(config)
+  system = systems.create(
+      config, platform=devices[0].platform if devices else None)
   if validate:
     device_count = len(devices) if devices is not None else jax.device_count()
+    configuration.scale_batch_sizes(config, device_count)
     configuration.validate(config, device_count=device_count,
                            process_count=jax.process_count(),
                            extra_fields=system.config_fields)

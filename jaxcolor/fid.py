@@ -262,9 +262,9 @@ class InceptionFeatures:
   """The FID network jitted over the mesh: RGB [B, H, W, 3] -> [B, 2048].
 
   `compiler_options`: `jax.jit`'s, e.g. the run's
-  `layers.compiler_options(config)` (on the CPU, XLA's own convolution
-  kernels, the faster ones for this network: docs/benchmarks.md, "Fifth
-  round").
+  `backends.compiler_options(config, platform)` (on the CPU, XLA's own
+  convolution kernels, the faster ones for this network:
+  docs/benchmarks.md, "Fifth round").
   """
 
   def __init__(self, variables: Mapping[str, Any], mesh,

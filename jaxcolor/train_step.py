@@ -11,10 +11,10 @@ from typing import Any
 import jax
 from orbax.checkpoint import multihost
 
+from jaxcolor import backends
 from jaxcolor import divergence
 from jaxcolor import parallel
 from jaxcolor import systems
-from jaxcolor.models import layers
 
 # How long the processes wait for each other's compilation of a step.
 _COMPILE_BARRIER_TIMEOUT_S = 3600
@@ -35,7 +35,8 @@ def jit_train_step(system: systems.System, mesh, abstract_state: Any,
                     parallel.replicated(mesh)),
       out_shardings=(state_sharding, parallel.replicated(mesh)),
       donate_argnums=(0,),
-      compiler_options=layers.compiler_options(system.config))
+      compiler_options=backends.compiler_options(system.config,
+                                                 system.platform))
   return step, state_sharding
 
 

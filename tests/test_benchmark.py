@@ -67,12 +67,14 @@ def test_model_flops_count_direct_convolutions_whatever_the_form(
   with XLA's own convolutions; Winograd's forms change what is executed
   (`flops_per_step`: fewer products at the real sizes, more at the smoke
   test's 32 px, where partial tiles are padded) but not the model's count."""
-  from jaxcolor.models import layers  # noqa: PLC0415
+  from jaxcolor import backends  # noqa: PLC0415
+  from jaxcolor.backends.xla_cpu import CpuConvForms  # noqa: PLC0415
   config = load_config("configs/cpu_budget.py", "smoke")
   config.conv_impl = "cpu"
   direct = benchmark.time_train_step(config, steps=0, warmup=0)
-  monkeypatch.setattr(layers, "_WINOGRAD_MIN_CHANNELS", 1)
-  monkeypatch.setattr(layers, "_WINOGRAD_MIN_GRID", 1)
+  everywhere = CpuConvForms(winograd_min_channels=1, winograd_min_grid=1)
+  monkeypatch.setattr(backends, "select", lambda conv_impl, platform: (
+      everywhere if backends.resolve(conv_impl, platform) == "cpu" else None))
   fewer = benchmark.time_train_step(config, steps=0, warmup=0)
   assert fewer["model_flops_per_step"] == direct["model_flops_per_step"]
   assert fewer["flops_per_step"] != direct["flops_per_step"]

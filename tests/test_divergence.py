@@ -1,7 +1,8 @@
-"""Divergence: a non-finite step is discarded (`divergence.guard_nonfinite`); the
-run stops naming the network, the step and the last good checkpoint, or,
-with `config.skip_nonfinite_steps`, skips and counts such steps. No
-checkpoint ever holds a non-finite value.
+"""Divergence (`divergence.guard_nonfinite`): by default a non-finite step is
+flagged and the run stops at its next check, naming the network, the step
+and the last good checkpoint; with `config.skip_nonfinite_steps` such steps
+are dropped, skipped and counted. No checkpoint ever holds a non-finite
+value.
 
 The NaNs are injected into pix2pix's generator at chosen steps (the same
 steps in both loop tests, so they share one compilation).
@@ -66,7 +67,8 @@ def _toy_batch(generator_scale=1.0, discriminator_loss=0.0):
 
 def _run_guarded(state, batch):
   step = jax.jit(divergence.guard_nonfinite(_toy_step,
-                                       ("discriminator", "generator")))
+                                       ("discriminator", "generator"),
+                                       discard=True))
   return jax.device_get(step(state, batch, jax.random.key(0)))
 
 
@@ -129,7 +131,8 @@ def test_gradient_norm_stands_for_parameters_and_optimizer_state():
     return new_state, dict(metrics, generator_grad_norm=jnp.linalg.norm(grad))
 
   def count_isfinite(step_fn):
-    guarded = divergence.guard_nonfinite(step_fn, ("discriminator", "generator"))
+    guarded = divergence.guard_nonfinite(step_fn, ("discriminator", "generator"),
+                                         discard=True)
     # With a momentum buffer: parameters and optimizer state to skip.
     state = _toy_state(optax.sgd(0.5, momentum=0.9))
     jaxpr = jax.make_jaxpr(guarded)(state, _toy_batch(), jax.random.key(0))
@@ -137,7 +140,8 @@ def test_gradient_norm_stands_for_parameters_and_optimizer_state():
 
   state = jax.device_get(_toy_state())
   step = jax.jit(divergence.guard_nonfinite(step_with_norms,
-                                       ("discriminator", "generator")))
+                                       ("discriminator", "generator"),
+                                       discard=True))
   kept, metrics = jax.device_get(step(state, _toy_batch(generator_scale=np.inf),
                                       jax.random.key(0)))
   assert metrics["nonfinite_generator"] == 1

@@ -14,6 +14,7 @@ from skimage import color as skcolor
 from skimage import metrics as skmetrics
 
 import helpers
+from jaxcolor import backends
 from jaxcolor import configuration
 from jaxcolor import data
 from jaxcolor import evaluate
@@ -22,7 +23,6 @@ from jaxcolor import experiment
 from jaxcolor import fid
 from jaxcolor import parallel
 from jaxcolor import systems
-from jaxcolor.models import layers
 
 
 def _stand_in_features(rgb: jax.Array) -> jax.Array:
@@ -240,7 +240,8 @@ def test_fid_network_compiles_with_the_run_compiler_options(tmp_path,
   for library in ("eigen", "ynnpack"):
     config.cpu_conv_library = library
     evaluate._fid_accumulator(config, mesh=None)
-    assert made["options"] == layers.compiler_options(config)
+    assert made["options"] == backends.compiler_options(
+        config, jax.default_backend())
   if jax.default_backend() == "cpu":
     assert made["options"] is None  # 'ynnpack': XLA's defaults.
     config.cpu_conv_library = "eigen"

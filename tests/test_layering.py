@@ -22,7 +22,8 @@ FLOORS = (
     ("errors",),
     ("color", "color_metrics", "image_grid", "parallel", "host_memory",
      "distributed", "losses", "preemption", "configuration", "optimizers",
-     "data.transforms", "data.sharding"),
+     "data.transforms", "data.sharding", "backends", "backends.*", "chips",
+     "platforms"),
     ("data.sources", "data.pipeline", "data", "prefetch", "models.*",
      "checkpointing", "rundir", "report", "untrusted", "archive", "download",
      "safetensors_header", "artifact", "photo_io", "photo_files", "serving",
@@ -31,7 +32,8 @@ FLOORS = (
     ("systems.base", "systems.*", "systems"),
     ("divergence", "evaluator", "run_log"),
     ("train_step", "experiment"),
-    ("train", "evaluate", "colorize", "score", "benchmark", "main", "cli"),
+    ("train", "evaluate", "colorize", "score", "compile_only", "benchmark",
+     "main", "cli"),
     ("export", "serve"),
 )
 # Packages that import their modules by name (`importlib`): a registry.

@@ -25,7 +25,7 @@ def test_step_on_8_devices_equals_1_device():
   config = load_config("configs/pix2pix.py")
   # Parameters element by element against Adam's step (`assert_same_steps`):
   # the weight gradients of the smallest levels are matrix products over
-  # patches (jaxcolor/models/layers.py), whose sums over the sharded batch
+  # patches (jaxcolor/backends/xla_cpu), whose sums over the sharded batch
   # round differently, and Adam's first step turns that rounding in a
   # near-zero gradient into up to 1.4e-5 of up_2's kernel norm.
   assert_same_steps(run_steps(config, jax.devices(), 1),

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxcolor.models import layers
-from jaxcolor.models import recompute
 
 Dtype = Any
 
@@ -102,17 +101,17 @@ class Upsample(_ScaleStep):
   (Odena et al., Distill 2016). It mirrors the 4x4 downsampling and is the
   pix2pix decoder's choice.
 
-  [B, H, W, C] -> [B, 2H, 2W, features]. `conv_impl`: the transposed
-  convolution's form (layers.resolve_conv_impl).
+  [B, H, W, C] -> [B, 2H, 2W, features]. `conv_backend`: the transposed
+  convolution's forms (None: XLA's; layers.py).
   """
-  conv_impl: str = "auto"
+  conv_backend: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = layers.ConvTranspose2x(
         self.features, kernel_size=4, padding=1,
         use_bias=layers.uses_bias(self.norm), dtype=self.dtype,
-        param_dtype=self.param_dtype, impl=self.conv_impl)(x)
+        param_dtype=self.param_dtype, backend=self.conv_backend)(x)
     return _normalize_relu(self, x, train)
 
 
@@ -154,20 +153,20 @@ class DLAGenerator(nn.Module):
     output_channels: 2 (a and b).
     norm: 'batch' (the paper), 'instance' or 'none'.
     remat: recompute every block, downsampling and upsampling in the backward
-      pass (`recompute.recompute_in_backward`) instead of keeping their
-      intermediates from the forward pass. Same function, parameters and
-      gradients; about a third more FLOPs per training step, for a fraction
-      of the memory: the network keeps three maps per convolution at the
-      full 64-320-channel width of its upper scales (conv output, its centerd
-      copy in batch norm, and the next convolution's input transposed for its
-      weight gradient), so at 256 px, batch 16 the plain training step needs
-      28 GB of temporaries on XLA:CPU and the recomputed one 8.6 GB
-      (docs/benchmarks.md). Where `conv_impl` resolves to 'xla' (GPU, TPU)
-      this is `nn.remat`, whose optimization barriers those backends keep.
+      pass instead of keeping their intermediates from the forward pass.
+      Same function, parameters and gradients; about a third more FLOPs per
+      training step, for a fraction of the memory: the network keeps three
+      maps per convolution at the full 64-320-channel width of its upper
+      scales (conv output, its centred copy in batch norm, and the next
+      convolution's input transposed for its weight gradient)
+      (docs/benchmarks.md, "Every config on this CPU"). Without a
+      `conv_backend` this is `nn.remat`, whose optimization barriers GPUs
+      and TPUs keep (XLA:CPU removes them); with one, its `recompute`.
     dtype: compute dtype.
     param_dtype: parameter dtype.
-    conv_impl: 'auto', 'xla' or 'cpu' (layers.resolve_conv_impl): the
-      transposed convolutions' form and the recomputation's.
+    conv_backend: None (XLA's convolutions) or a backend's forms
+      (layers.py): the transposed convolutions' forms and the
+      recomputation's.
   """
   widths: tuple[int, ...] = (64, 128, 256, 512, 512)
   output_channels: int = 2
@@ -175,7 +174,7 @@ class DLAGenerator(nn.Module):
   remat: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
-  conv_impl: str = "auto"
+  conv_backend: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -193,9 +192,9 @@ class DLAGenerator(nn.Module):
     def run(module: nn.Module, *inputs) -> jax.Array:
       if not self.remat:
         return module(*inputs, train)
-      if layers.resolve_conv_impl(self.conv_impl) == "xla":
+      if self.conv_backend is None:
         return nn.remat(lambda m, *xs: m(*xs, train))(module, *inputs)
-      return recompute.recompute_in_backward(module, *inputs, train=train)
+      return self.conv_backend.recompute(module, *inputs, train=train)
 
     nodes: dict[tuple[int, int], jax.Array] = {}
     # The encoder, X[i][0]; after each downsampling, at once, the aggregation
@@ -214,7 +213,7 @@ class DLAGenerator(nn.Module):
         node_scale = scale - step
         up = run(Upsample(self.widths[node_scale],
                           name=f"up_{node_scale + 1}_{step - 1}",
-                          conv_impl=self.conv_impl, **kw),
+                          conv_backend=self.conv_backend, **kw),
                  nodes[(node_scale + 1, step - 1)])
         fused = [nodes[key] for key in node_inputs(node_scale, step, depth)]
         nodes[(node_scale, step)] = run(

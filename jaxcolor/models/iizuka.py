@@ -29,9 +29,8 @@ Dtype = Any
 # class logits, which have no ReLU behind them. Biases start at 0. Fans as in
 # Flax: fan_in = kh * kw * in, fan_out = kh * kw * out (Dense: in, out).
 # Both draw a flat vector and reshape it (the same distribution) because
-# XLA:CPU compiles rank-4 random draws slowly: the test-sized variant's
-# `init` compiled in 13 s this way against 39 s with Flax's he_normal and
-# glorot_uniform (measured on the shared 2-core machine).
+# XLA:CPU compiles rank-4 random draws several times more slowly than flat
+# ones, which Flax's he_normal and glorot_uniform draw.
 
 
 def relu_init(key: jax.Array, shape: tuple[int, ...],

@@ -68,14 +68,15 @@ class PatchGANDiscriminator(nn.Module):
     num_layers: the reference's n_layers (stride-2 convolutions).
     norm: 'batch' (pix2pix), 'instance' (used by paper 001's PatchGAN) or
       'none'.
-    conv_impl: the convolutions' forms (layers.resolve_conv_impl).
+    conv_backend: the convolutions' forms: None (XLA's convolutions) or a
+      backend's (layers.py).
   """
   ndf: int = 64
   num_layers: int = 3
   norm: layers.NormKind = "batch"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
-  conv_impl: str = "auto"
+  conv_backend: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -89,16 +90,18 @@ class PatchGANDiscriminator(nn.Module):
 
     def conv(h, features, stride, bias, name):
       if stride == 2 and h.shape[1] % 2 == 0 and h.shape[2] % 2 == 0:
-        # The same layer as nn.Conv, in the form `conv_impl` picks.
+        # The same layer as nn.Conv, in the form `conv_backend` gives.
         return layers.Conv2x(
             features, kernel_size=4, padding=1, use_bias=bias,
             kernel_init=layers.conv_init, dtype=self.dtype,
-            param_dtype=self.param_dtype, impl=self.conv_impl, name=name)(h)
+            param_dtype=self.param_dtype, backend=self.conv_backend,
+            name=name)(h)
       if stride == 1:
         return layers.Conv1x(
             features, kernel_size=4, padding=1, use_bias=bias,
             kernel_init=layers.conv_init, dtype=self.dtype,
-            param_dtype=self.param_dtype, impl=self.conv_impl, name=name)(h)
+            param_dtype=self.param_dtype, backend=self.conv_backend,
+            name=name)(h)
       return nn.Conv(
           features, (4, 4), strides=(stride, stride), padding=((1, 1), (1, 1)),
           use_bias=bias, kernel_init=layers.conv_init, dtype=self.dtype,

@@ -99,8 +99,8 @@ class UNetGenerator(nn.Module):
     dropout_rate: the reference's `use_dropout` (0.5 in pix2pix, which uses
       dropout as its only noise source, section 3.1 of the paper); applied
       when train=True with the rng 'dropout'. 0 disables it.
-    conv_impl: the stride-2 layers' form, 'auto', 'xla' or 'cpu'
-      (layers.resolve_conv_impl); parameters and function are the same.
+    conv_backend: the stride-2 layers' forms: None (XLA's convolutions)
+      or a backend's (layers.py); parameters and function are the same.
   """
   output_channels: int = 2
   num_downsamplings: int = 8
@@ -109,7 +109,7 @@ class UNetGenerator(nn.Module):
   dropout_rate: float = 0.5
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
-  conv_impl: str = "auto"
+  conv_backend: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -139,13 +139,15 @@ class UNetGenerator(nn.Module):
       return layers.Conv2x(
           features, kernel_size=4, padding=1, use_bias=bias,
           kernel_init=layers.conv_init, dtype=self.dtype,
-          param_dtype=self.param_dtype, impl=self.conv_impl, name=name)
+          param_dtype=self.param_dtype, backend=self.conv_backend,
+          name=name)
 
     def up_conv(features, name, bias):
       return layers.ConvTranspose2x(
           features, kernel_size=4, padding=1, use_bias=bias,
           kernel_init=layers.conv_init, dtype=self.dtype,
-          param_dtype=self.param_dtype, impl=self.conv_impl, name=name)
+          param_dtype=self.param_dtype, backend=self.conv_backend,
+          name=name)
 
     def norm(name):
       return layers.Normalization(

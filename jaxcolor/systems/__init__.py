@@ -37,6 +37,8 @@ def get_class(name: str) -> type[System]:
   return getattr(module, class_name)
 
 
-def create(config: ml_collections.ConfigDict) -> System:
-  """The system `config.system`, built from `config` (not yet validated)."""
-  return get_class(config.system)(config)
+def create(config: ml_collections.ConfigDict,
+           platform: str | None = None) -> System:
+  """The system `config.system`, built from `config` (not yet validated),
+  for programs compiled for `platform` (default JAX's default backend)."""
+  return get_class(config.system)(config, platform)

@@ -17,6 +17,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
+from jaxcolor import backends
 from jaxcolor import models
 from jaxcolor.errors import ConfigError
 
@@ -50,12 +51,13 @@ class TrainState(train_state.TrainState):
 
 
 def build_network(net_config: ml_collections.ConfigDict, compute_dtype: str,
-                  key: str, conv_impl: str = "auto") -> nn.Module:
+                  key: str, conv_backend: Any = None) -> nn.Module:
   """The registered network `net_config.name` with the other fields as kwargs.
 
-  `conv_impl` (config.conv_impl) goes to every network that has the field
-  (those with stride-2 layers, models/layers.py); `net_config` may not set it
-  itself, so one setting holds for all of a run's networks.
+  `conv_backend` (`backends.select` of config.conv_impl; None: XLA's own
+  convolutions) goes to every network that has the field (those with
+  stride-2 layers); `net_config` may not set it itself,
+  so one setting holds for all of a run's networks.
   """
   kwargs = dict(net_config)
   name = kwargs.pop("name", None)
@@ -63,13 +65,14 @@ def build_network(net_config: ml_collections.ConfigDict, compute_dtype: str,
     raise ConfigError(
         f"config.{key}.name is missing; registered networks: "
         f"{', '.join(models.names())}.")
-  if "conv_impl" in kwargs:
-    raise ConfigError(f"config.{key}.conv_impl: set the top-level "
-                      f"config.conv_impl, which every network follows.")
+  for field in ("conv_impl", "conv_backend"):
+    if field in kwargs:
+      raise ConfigError(f"config.{key}.{field}: set the top-level "
+                        f"config.conv_impl, which every network follows.")
   try:
-    if "conv_impl" in getattr(models.get_class(name), "__dataclass_fields__",
-                              {}):
-      kwargs["conv_impl"] = conv_impl
+    if "conv_backend" in getattr(models.get_class(name),
+                                 "__dataclass_fields__", {}):
+      kwargs["conv_backend"] = conv_backend
     return models.build(name, dtype=jnp.dtype(compute_dtype), **kwargs)
   except ValueError as e:
     raise ConfigError(f"config.{key}: {e}") from None
@@ -115,15 +118,24 @@ class System(abc.ABC):
   networks: tuple[str, ...] = ()
   config_fields: tuple[str, ...] = ()
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict,
+               platform: str | None = None):
+    """`platform`: the JAX platform ('cpu', 'gpu', 'tpu') the system's
+    programs are compiled for, which picks the networks' convolution forms
+    (`backends.select`); default JAX's default backend."""
     self.config = config
     self.compute_dtype = config.compute_dtype
+    self.platform = platform or jax.default_backend()
 
   def build_network(self, key: str) -> nn.Module:
     """The network of `config[key]`, in this run's compute dtype and
-    convolution form (`build_network`)."""
+    convolution forms (`build_network`)."""
+    try:
+      conv_backend = backends.select(self.config.conv_impl, self.platform)
+    except ValueError as e:
+      raise ConfigError(f"config.{e}") from None
     return build_network(self.config[key], self.compute_dtype, key,
-                         self.config.get("conv_impl", "auto"))
+                         conv_backend)
 
   @abc.abstractmethod
   def validate(self) -> None:
@@ -174,10 +186,6 @@ class System(abc.ABC):
     batches). Raises ConfigError; the default needs nothing.
     """
     del datasets
-
-  def learning_rates(self, state: State) -> Metrics:
-    """Current learning rate of each network, for logging."""
-    return {}
 
   # -- optional hooks (defaults: one phase, no pretrained weights, only the
   # -- colorization metrics) ---------------------------------------------------

@@ -44,8 +44,9 @@ class Classifier(base.System):
   config_fields = ("classifier",)
   colorizes = False
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
+  def __init__(self, config: ml_collections.ConfigDict,
+               platform: str | None = None):
+    super().__init__(config, platform)
     self.network = self.build_network("classifier")
     self.input_channels = config.classifier.get("input_channels", 3)
     self.num_classes = config.classifier.get("num_classes", 1000)

@@ -73,8 +73,9 @@ class Iizuka(base.System):
   networks = ("colorizer",)
   config_fields = ("colorizer",)
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
+  def __init__(self, config: ml_collections.ConfigDict,
+               platform: str | None = None):
+    super().__init__(config, platform)
     self.colorizer = self.build_network("colorizer")
     self.num_classes = self.colorizer.num_classes
     self.classification_weight = config.loss.get("classification_weight")

@@ -44,8 +44,9 @@ class Pix2Pix(base.System):
   """Generator (`config.generator`) + discriminator (`config.discriminator`)."""
   networks = ("discriminator", "generator")
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
+  def __init__(self, config: ml_collections.ConfigDict,
+               platform: str | None = None):
+    super().__init__(config, platform)
     self.generator = self.build_network("generator")
     self.discriminator = self.build_network("discriminator")
     self.gan_mode = config.loss.gan_mode

@@ -50,8 +50,9 @@ class Pix2PixImprover(Pix2Pix):
   networks = ("discriminator", "generator", "improver")
   config_fields = ("improver",)
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
+  def __init__(self, config: ml_collections.ConfigDict,
+               platform: str | None = None):
+    super().__init__(config, platform)
     if config.get("improver") is None:
       raise ConfigError(
           "config.improver is missing: the pix2pix_improver system needs "

@@ -55,8 +55,9 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
   """A generator pretrained with L1, then trained as pix2pix with D."""
   config_fields = ("stages", "backbone")
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
+  def __init__(self, config: ml_collections.ConfigDict,
+               platform: str | None = None):
+    super().__init__(config, platform)
     stages = config.stages
     self.pretrain_steps = stages.pretrain_steps
     self.gan_start_step = self.pretrain_steps  # generator_ema_ramp='gan'.

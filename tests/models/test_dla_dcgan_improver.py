@@ -14,6 +14,7 @@ import pytest
 from helpers import load_config
 
 from jaxcolor import models
+from jaxcolor.backends.xla_cpu import CpuConvForms
 from jaxcolor.models import dcgan, dla, improver
 
 TINY_DLA = (4, 8, 8, 16, 16)
@@ -195,11 +196,16 @@ def generator_training_step(module):
   return step
 
 
-def test_dla_remat_same_function_parameters_gradients_and_batch_stats():
+# Both recomputations: `nn.remat` with XLA's forms, the CPU's own with its.
+@pytest.mark.parametrize("conv_backend", [None, CpuConvForms()],
+                         ids=["xla", "cpu"])
+def test_dla_remat_same_function_parameters_gradients_and_batch_stats(
+    conv_backend):
   # Two scales below the top: X02 aggregates several inputs, as X04 does.
   widths = (4, 8, 8)
-  plain = dla.DLAGenerator(widths=widths)
-  recomputed = dla.DLAGenerator(widths=widths, remat=True)
+  plain = dla.DLAGenerator(widths=widths, conv_backend=conv_backend)
+  recomputed = dla.DLAGenerator(widths=widths, remat=True,
+                                conv_backend=conv_backend)
   shape = (2, 16, 16, 1)
   variables = filled_variables(plain, shape)
   assert (jax.tree.structure(abstract_variables(recomputed, shape))
@@ -242,7 +248,10 @@ def test_dla_cdcgan_generator_step_memory_stays_near_its_activations():
   # The paper's widths over 8: the same ratios between scales, so the same
   # count of maps per A; compiles in seconds.
   kwargs["widths"] = tuple(w // 8 for w in config.generator.widths)
-  module = models.build(config.generator.name, **kwargs)
+  # The CPU's forms, whose recomputation XLA:CPU keeps (nn.remat's it
+  # removes).
+  module = models.build(config.generator.name, conv_backend=CpuConvForms(),
+                        **kwargs)
   shape = (2, 128, 128, 1)
   variables = abstract_variables(module, shape)
   x = jax.ShapeDtypeStruct(shape, jnp.float32)

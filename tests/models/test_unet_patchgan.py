@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxcolor import models
-from jaxcolor.models import layers, patchgan, unet
+from jaxcolor.models import patchgan, unet
 from jaxcolor.models.patchgan import PatchGANDiscriminator
 from jaxcolor.models.unet import UNetGenerator
 
@@ -214,11 +214,11 @@ def test_discriminator_output_shape():
 
 def test_discriminator_receptive_field_is_70():
   assert patchgan.receptive_field(3) == 70
-  # XLA's own convolutions: the CPU's Winograd forms (its 32 -> 64 layer
-  # here) make each output depend on its whole input tile at the level of
-  # float32 rounding (tests/models/test_winograd.py bounds that), which an
-  # exact-zero test of the field would count.
-  module = PatchGANDiscriminator(ndf=8, conv_impl="xla")
+  # XLA's own convolutions (the default): the CPU's Winograd forms make each
+  # output depend on its whole input tile at the level of float32 rounding
+  # (tests/test_backends.py bounds that), which an exact-zero test of the
+  # field would count.
+  module = PatchGANDiscriminator(ndf=8)
   x = uniform((1, 128, 128, 3), seed=4)
   variables = random_variables(module, x, seed=4)
 
@@ -433,38 +433,3 @@ def test_discriminator_matches_torch_reference(norm):
   assert y.shape == expected.shape == (2, 6, 6, 1)
   assert np.std(expected) > 0.1
   np.testing.assert_allclose(y, expected, atol=1e-4)
-
-
-@pytest.mark.parametrize("name,kwargs,channels,winograd", [
-    ("unet", {"num_downsamplings": 4, "ngf": 4, "dropout_rate": 0.0}, 1, False),
-    ("patchgan", {"ndf": 4}, 3, False),
-    ("dla", {"widths": (4, 8, 8), "remat": True}, 1, False),
-    ("unet", {"num_downsamplings": 4, "ngf": 4, "dropout_rate": 0.0}, 1, True),
-    ("patchgan", {"ndf": 4}, 3, True)])
-def test_conv_impls_agree_in_a_training_step(name, kwargs, channels, winograd,
-                                             monkeypatch):
-  """The 'xla' and 'cpu' forms of a whole network: same parameters, outputs,
-  gradients and updated batch statistics in training mode (DLA: with the
-  recomputation, `nn.remat` under 'xla'). With `winograd`, the thresholds
-  at their floor put every eligible layer of these small networks in
-  Winograd's forms (jaxcolor/models/winograd.py)."""
-  if winograd:
-    monkeypatch.setattr(layers, "_WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(layers, "_WINOGRAD_MIN_GRID", 1)
-  x = jax.random.normal(jax.random.key(0), (2, 32, 32, channels))
-  nets = {i: models.build(name, conv_impl=i, **kwargs) for i in ("cpu", "xla")}
-  variables = nets["cpu"].init(jax.random.key(1), x, train=False)
-
-  def loss(params, impl):
-    y, updated = nets[impl].apply({**variables, "params": params}, x,
-                                  train=True, mutable=["batch_stats"])
-    return jnp.sum(jnp.sin(y)), (y, updated["batch_stats"])
-
-  results = {i: jax.value_and_grad(loss, has_aux=True)(variables["params"], i)
-             for i in nets}
-  (_, (y_cpu, stats_cpu)), grad_cpu = results["cpu"]
-  (_, (y_xla, stats_xla)), grad_xla = results["xla"]
-  np.testing.assert_allclose(y_xla, y_cpu, atol=1e-5)
-  for a, b in zip(jax.tree.leaves((grad_xla, stats_xla)),
-                  jax.tree.leaves((grad_cpu, stats_cpu))):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

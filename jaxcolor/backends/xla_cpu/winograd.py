@@ -13,25 +13,22 @@ Summed over input channels, the element-wise products become one matrix
 product per tile position: ([tiles, I] x [I, O]) for each of the
 (m + r - 1)^2 positions, which is where the time goes.
 
-Used on the CPU backend only (`conv_impl` 'cpu', jaxcolor/models/layers.py:
-`Conv1x`, `conv_2x`, `conv_transpose_2x`, above size thresholds). For the
-4 x 4 stride-1 layer of the 70 x 70 PatchGAN (256 -> 512 channels, 38 % of
-a pix2pix step's FLOPs), F(3 x 3, 4 x 4) needs 4 products per output pixel
-and channel pair instead of 16; a stride-2 4 x 4 layer is a 2 x 2
-correlation of the space-to-depth input, where F(3 x 3, 2 x 2) needs 16
-products per 9 outputs instead of 36. With the transforms written as
-element-wise sums XLA fuses and one matrix product per tile position,
-these passes ran faster than XLA:CPU's convolutions and PyTorch's oneDNN
-ones (docs/benchmarks.md, "Sixth round"). GPUs and TPUs keep their own
-convolutions, which choose their algorithms themselves.
+Used by the CPU forms only (forms.py: `CpuConvForms.conv_stride1`,
+`conv_stride2`, `conv_transpose_stride2`, above its size thresholds). For
+the 4 x 4 stride-1 layer of the 70 x 70 PatchGAN (256 -> 512 channels, a
+large share of a pix2pix step's FLOPs), F(3 x 3, 4 x 4) needs 4 products
+per output pixel and channel pair instead of 16; a stride-2 4 x 4 layer is a
+2 x 2 correlation of the space-to-depth input, where F(3 x 3, 2 x 2) needs
+16 products per 9 outputs instead of 36. The transforms are written as
+element-wise sums, which XLA fuses, around one matrix product per tile
+position, the form XLA:CPU runs fastest (docs/benchmarks.md). GPUs and TPUs
+keep their own convolutions, which choose their algorithms themselves.
 
 Numerics: the same sums, rounded differently. F(3 x 3, 2 x 2) interpolates
-at 0 and +-1 only: on the pix2pix layers its passes differ from a direct
-float32 convolution's by 3e-6 to 2e-5 of the outputs' scale (the maximum
-over a layer's outputs or gradients); F(3 x 3, 4 x 4) also uses +-2, and
-differs by up to about 1e-4 (5.6e-5 forward, 7.5e-5 input gradient, 1.1e-4
-weight gradient on the PatchGAN's 256 -> 512 layer), as cuDNN's Winograd
-algorithms do on GPUs. tests/models/test_winograd.py bounds both.
+at 0 and +-1 only, and stays within about 2e-5 of a direct float32
+convolution (relative to the outputs' scale); F(3 x 3, 4 x 4) also uses
++-2, and differs by up to about 1e-4, as cuDNN's Winograd algorithms do on
+GPUs. tests/test_backends.py bounds both.
 """
 
 import functools
@@ -262,9 +259,9 @@ correlate.defvjp(_correlate_forward, _correlate_backward)
 # correlation with a [2, 2, 4 I, O] kernel, which F(3 x 3, 2 x 2) computes
 # with 16 products per 9 outputs instead of 36 (a 2.25 x cut). Its input
 # gradient is the adjoint correlation, folded back; its weight gradient the
-# 2 x 2 one's, unfolded. The transposed convolution (`layers.ConvTranspose2x`)
-# is the adjoint of a strided one and takes the same three functions with
-# the roles exchanged.
+# 2 x 2 one's, unfolded. The transposed convolution
+# (`CpuConvForms.conv_transpose_stride2`) is the adjoint of a strided one
+# and takes the same three functions with the roles exchanged.
 
 
 def _fold(x: jax.Array) -> jax.Array:

@@ -1,13 +1,12 @@
 """Rematerialisation that holds on XLA:CPU: recompute a module in the backward.
 
 Why not `nn.remat` / `jax.checkpoint`: they keep the recomputation apart from
-the forward pass with optimization barriers, and XLA:CPU (jax 0.10.2) removes
-them (none is left in the optimized HLO). The recomputed forward then depends
-only on values the forward pass already had: part of it was merged back into
-the forward pass, and the rest was scheduled right after the forward
-operations it repeats, so every intermediate stayed alive until the backward
-pass anyway. With the DLA generator's blocks under `nn.remat` the step's
-temporaries did not move (1.137 GB at 128 px, batch 2, with and without).
+the forward pass with optimization barriers, and XLA:CPU removes them. The
+recomputed forward then depends only on values the forward pass already
+had: XLA merges part of it back into the forward pass and schedules the rest
+right after the forward operations it repeats, so every intermediate stays
+alive until the backward pass anyway, and the memory does not drop
+(docs/benchmarks.md, "Every config on this CPU").
 
 `recompute_in_backward` instead saves only the module's inputs (its variables
 are alive anyway) and, in the backward pass, ties those inputs to the
@@ -15,9 +14,9 @@ incoming cotangent (`x + 0 * g[0]`, which XLA does not fold for floats) before
 running the module's forward and VJP again. The recomputation then cannot
 start before the gradient of its output exists, on any backend, so at most
 one module's intermediates are alive at a time. The cost is one more forward
-pass of the module per gradient. It is the CPU's form: where
-`config.conv_impl` resolves to 'xla' (GPU, TPU; models/layers.py) the DLA
-generator uses `nn.remat` instead.
+pass of the module per gradient. It is the CPU's form
+(`CpuConvForms.recompute`); with XLA's own forms (GPU, TPU) the DLA
+generator uses `nn.remat`, whose barriers those backends keep.
 """
 
 from typing import Any
