@@ -144,7 +144,10 @@ def one_process(args) -> dict:
   import jax  # noqa: PLC0415
   import torch  # noqa: PLC0415
   import torch_pix2pix_reference as reference  # noqa: PLC0415
-  from jaxcolor import benchmark, experiment, parallel, train_step  # noqa: PLC0415
+  from jaxcolor.benchmarking import step_timing  # noqa: PLC0415
+  from jaxcolor.training import experiment
+  from jaxcolor.core import parallel
+  from jaxcolor.training import train_step
   import importlib.util  # noqa: PLC0415
 
   torch.set_num_threads(args.threads)
@@ -162,7 +165,7 @@ def one_process(args) -> dict:
                                              built.abstract_state)
   box = {"state": experiment.init_state(built.system, sharding,
                                         built.init_rng)}
-  batch = parallel.global_batch(benchmark.synthetic_batch(config), built.mesh)
+  batch = parallel.global_batch(step_timing.synthetic_batch(config), built.mesh)
 
   def jax_run():
     box["state"], _ = step(box["state"], batch, built.step_rng)

@@ -10,7 +10,7 @@ JSON line to `--out`; rows already there are skipped, so an interrupted
 sweep resumes. `--max_batch_on` adds the largest per-chip batch that fits on
 those topologies. `table` prints the markdown table from the file. Every
 figure is XLA's TPU compiler's own (memory, FLOPs, bytes) or derived from
-the chips' published figures (jaxcolor/chips.py): nothing runs on a TPU.
+the chips' published figures (jaxcolor/benchmarking/chips.py): nothing runs on a TPU.
 """
 
 import argparse
@@ -98,6 +98,10 @@ def _gb(value: float) -> str:
   return f"{value / 1e9:.2f}"
 
 
+def _rank(names: tuple, name: str) -> int:
+  return names.index(name) if name in names else len(names)
+
+
 def table(args) -> None:
   records = _read(pathlib.Path(args.out))
   largest = {(r["system"], r["topology"], r["compute_dtype"], r["label"]):
@@ -107,9 +111,12 @@ def table(args) -> None:
         "device-step | bound by | step-time bound ms | images/s bound | "
         "MFU bound | largest per-chip batch |")
   print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-  for r in records:
-    if r["program"] == "max_batch":
-      continue
+  def order(r: dict) -> tuple:  # System, slice, dtype, then variants.
+    return (_rank(CONFIGS, r["system"]), _rank(TOPOLOGIES, r["topology"]),
+            r["compute_dtype"] != "bfloat16", r["label"], r["per_device_batch"])
+
+  for r in sorted((r for r in records if r["program"] != "max_batch"),
+                  key=order):
     found = largest.get((r["system"], r["topology"], r["compute_dtype"],
                          r["label"]))
     print(f"| {r['system']} | {SLICE_NAMES.get(r['topology'], r['topology'])}"

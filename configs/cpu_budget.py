@@ -37,7 +37,7 @@ Run (PHOTOS: a folder of color photos, e.g. photos256 without bsds_test/):
   python -m jaxcolor.main --config configs/cpu_budget.py:smoke --workdir /tmp/smoke
 """
 
-from jaxcolor.configuration import base_config, check_presets, smoke_preset
+from jaxcolor.core.configuration import base_config, check_presets, smoke_preset
 
 
 def get_config(arg=None):

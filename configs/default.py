@@ -17,7 +17,7 @@ Run:
   python -m jaxcolor.main --config configs/default.py:smoke --workdir /tmp/smoke
 """
 
-from jaxcolor.configuration import base_config, check_presets, smoke_preset
+from jaxcolor.core.configuration import base_config, check_presets, smoke_preset
 
 
 def get_config(arg=None):

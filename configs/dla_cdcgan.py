@@ -46,7 +46,7 @@ Run:
   python -m jaxcolor.main --config configs/dla_cdcgan.py:smoke --workdir /tmp/smoke
 """
 
-from jaxcolor.configuration import base_config, check_presets, smoke_preset
+from jaxcolor.core.configuration import base_config, check_presets, smoke_preset
 
 # Training images of the TFDS datasets (TFDS catalogue, 'train' split).
 PLACES365_SMALL_TRAIN_IMAGES = 1_803_460

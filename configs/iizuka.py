@@ -43,7 +43,7 @@ Run:
 
 import ml_collections
 
-from jaxcolor.configuration import base_config, check_presets, smoke_preset
+from jaxcolor.core.configuration import base_config, check_presets, smoke_preset
 
 
 def get_config(arg=None):

@@ -34,7 +34,7 @@ compiled here"). The learning rate stays the papers' (for batch 16): a run
 at this batch should tune it.
 """
 
-from jaxcolor.configuration import base_config, check_presets, smoke_preset
+from jaxcolor.core.configuration import base_config, check_presets, smoke_preset
 
 
 def get_config(arg=None):

@@ -51,7 +51,7 @@ Run:
   python -m jaxcolor.main --config configs/pix2pix_improver.py:smoke --workdir /tmp/smoke
 """
 
-from jaxcolor.configuration import base_config, check_presets, smoke_preset
+from jaxcolor.core.configuration import base_config, check_presets, smoke_preset
 
 
 def get_config(arg=None):

@@ -37,7 +37,7 @@ test set size). The rate is constant in both stages (the tutorial's; set
 optimizer.decay_steps for pix2pix's linear decay over the end of stage 2).
 BCE by default (003, the tutorial); `:lsgan` for 001's other loss.
 
-Backbone (`config.backbone`, jaxcolor/backbone.py), for a fresh run:
+Backbone (`config.backbone`, jaxcolor/training/backbone.py), for a fresh run:
   --config.backbone.source=torchvision \
       --config.backbone.path=/path/to/resnet18-f37072fd.pth   # or an .npz
   --config.backbone.source=checkpoint \
@@ -62,7 +62,7 @@ Run:
 
 import ml_collections
 
-from jaxcolor.configuration import base_config, check_presets, smoke_preset
+from jaxcolor.core.configuration import base_config, check_presets, smoke_preset
 
 COCO_TRAIN_IMAGES = 118_287
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one command as N processes on this machine, the way the hosts of a pod
 # run it: each process gets its id, all meet at a coordinator on 127.0.0.1,
-# and jax.distributed joins their devices into one mesh (jaxcolor/distributed.py).
+# and jax.distributed joins their devices into one mesh (jaxcolor/runtime/distributed.py).
 # On a CPU-only machine each process simulates JAX_NUM_CPU_DEVICES devices, so
 # a multi-host run (sharded batch, cross-process all-reduce over gloo, Orbax
 # checkpoints written by all processes) can be tried and tested anywhere.
@@ -61,7 +61,7 @@ stop_all() {
 # Ctrl-C / SIGTERM to this script: the run checkpoints at an agreed step.
 trap 'stop_all "${JAXCOLOR_STOP_GRACE_S:-300}"; exit 130' INT TERM
 
-# Huge pages for host allocations (jaxcolor/host_memory.py): glibc reads the
+# Huge pages for host allocations (jaxcolor/runtime/host_memory.py): glibc reads the
 # tunable at process start, so the launcher sets it; a user's own
 # glibc.malloc.hugetlb is kept.
 case ":${GLIBC_TUNABLES:-}:" in

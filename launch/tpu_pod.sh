@@ -79,7 +79,7 @@ run "${ssh_all[@]}" --command "$install"
 args=(--workdir "$WORKDIR")
 [[ -n "${DATA_DIR:-}" ]] && args+=("--config.data_dir=$DATA_DIR")
 args+=("$@")
-# Huge pages for host allocations (jaxcolor/host_memory.py), set at start.
+# Huge pages for host allocations (jaxcolor/runtime/host_memory.py), set at start.
 train="cd ~/jaxcolor && GLIBC_TUNABLES=glibc.malloc.hugetlb=1 JAXCOLOR_DISTRIBUTED=1 ~/jaxcolor_venv/bin/python -m jaxcolor.main $(printf '%q ' "${args[@]}")"
 if [[ -n "${DETACH:-}" ]]; then
   train="nohup bash -c $(printf '%q' "$train") > ~/jaxcolor_train.log 2>&1 < /dev/null &"

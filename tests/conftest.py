@@ -14,7 +14,7 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # A CPU suite: JAX starts no other backend, so an installed libtpu (the test
 # extra's, for tests/test_compile_only.py) is neither loaded nor locked by
-# each process (jaxcolor/platforms.py).
+# each process (jaxcolor/runtime/platforms.py).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",

@@ -13,19 +13,18 @@ from jax import lax
 
 import helpers
 from jaxcolor import backends
-from jaxcolor import colorize
-from jaxcolor import configuration
-from jaxcolor import experiment
 from jaxcolor import models
 from jaxcolor import systems
-from jaxcolor import train_step
 from jaxcolor.backends.xla_cpu import CpuConvForms
 from jaxcolor.backends.xla_cpu import products
 from jaxcolor.backends.xla_cpu import winograd
-from jaxcolor.errors import ConfigError
+from jaxcolor.core.choices import CONV_DIMENSIONS
+from jaxcolor.core.errors import ConfigError
+from jaxcolor.inference import colorizer as colorizer_lib
 from jaxcolor.models import layers
+from jaxcolor.training import experiment
+from jaxcolor.training import train_step
 
-_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # Thresholds at their floor: every eligible layer of a small test network
 # takes Winograd's forms.
 WINOGRAD_EVERYWHERE = CpuConvForms(winograd_min_channels=1,
@@ -50,12 +49,11 @@ def test_auto_takes_the_cpu_forms_only_for_the_cpu():
       "cpu", "xla", "xla"]
   with pytest.raises(ValueError, match="conv_impl='gpu'"):
     backends.select("gpu", "cpu")
-  assert configuration.CONV_IMPLS is backends.CONV_IMPLS
-  assert configuration.CPU_CONV_LIBRARIES is backends.CPU_CONV_LIBRARIES
 
 
 def test_a_system_builds_its_networks_for_its_platform():
   config = helpers.load_config("configs/pix2pix.py")
+  config.conv_impl = "auto"  # The smoke preset's is 'xla'.
   for platform, expected in (("tpu", None), ("cpu", CpuConvForms())):
     system = systems.create(config, platform=platform)
     assert system.platform == platform
@@ -85,7 +83,7 @@ def test_compiler_options_by_platform_and_library(monkeypatch):
 
   def network(x, kernel):
     return lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
-                                    dimension_numbers=_DIMENSIONS)
+                                    dimension_numbers=CONV_DIMENSIONS)
   np.testing.assert_allclose(
       jax.jit(network, compiler_options=options)(x, kernel),
       jax.jit(network)(x, kernel), rtol=1e-5, atol=1e-4)
@@ -110,7 +108,7 @@ def test_the_step_and_the_colorizer_take_the_options_of_their_platform(
   train_step.jit_train_step(built.system, built.mesh, built.abstract_state)
   state = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
                        built.abstract_state)
-  colorize.Colorizer(built.system, state, image_size=config.image_size,
+  colorizer_lib.Colorizer(built.system, state, image_size=config.image_size,
                      batch_size=2)
   assert asked == [("ynnpack", "cpu")] * 2
 
@@ -150,7 +148,7 @@ def test_winograd_correlate_is_the_convolution_with_its_gradients(shape, r, p):
 
   def direct(x, kernel):
     return lax.conv_general_dilated(x, kernel, (1, 1), ((p, p), (p, p)),
-                                    dimension_numbers=_DIMENSIONS)
+                                    dimension_numbers=CONV_DIMENSIONS)
   expected, direct_vjp = jax.vjp(direct, x, kernel)
   actual, vjp = jax.vjp(lambda x, w: winograd.correlate(x, w, p), x, kernel)
   assert actual.shape == expected.shape
@@ -168,7 +166,7 @@ def test_winograd_stride_2_forms_are_the_strided_convolution(shape):
 
   def direct(x, kernel):
     return lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
-                                    dimension_numbers=_DIMENSIONS)
+                                    dimension_numbers=CONV_DIMENSIONS)
   expected, direct_vjp = jax.vjp(direct, x, kernel)
   _assert_close(winograd.strided(x, kernel), expected, 1e-5)
   grad = _normal(expected.shape, 5)

@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 import helpers
-from jaxcolor import colorize
-from jaxcolor import serve
+from jaxcolor.inference import colorizer as colorizer_lib
 from jaxcolor.web import app as app_lib
+from jaxcolor.web import server as server_lib
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -41,8 +41,8 @@ def served(tmp_path_factory):
   run = tmp_path_factory.mktemp("browser") / "run"
   helpers.make_checkpoint(helpers.load_config("configs/default.py"), run,
                           steps=(6,))
-  colorizer = colorize.Colorizer.from_workdir(run)
-  running = serve.start(app_lib.make_app(colorizer))
+  colorizer = colorizer_lib.Colorizer.from_workdir(run)
+  running = server_lib.start(app_lib.make_app(colorizer))
   yield running.url + "/", colorizer
   running.stop()
 

@@ -1,6 +1,6 @@
 """The command line as a user meets it: each job's common path prints its own
 lines and no library's, `--help` exits 0 and speaks of flags, not code, and
-the `jaxcolor` command dispatches to the jobs (jaxcolor/cli.py)."""
+the `jaxcolor` command dispatches to the jobs (jaxcolor/runtime/job.py)."""
 
 import json
 import logging
@@ -14,7 +14,9 @@ import urllib.request
 import pytest
 
 import helpers
-from jaxcolor import cli
+from jaxcolor.runtime import compilation_cache
+from jaxcolor.runtime import job
+from jaxcolor.runtime import logs
 
 PHOTO = (helpers.REPO / "jaxcolor" / "sample_data" / "eval"
          / "bsds_test_140006.jpg")
@@ -87,7 +89,7 @@ def test_serve_starts_quietly_and_answers(run_dir):
 
 
 def test_help_exits_0_and_speaks_of_flags_not_code(run_dir):
-  cases = {name: [*JAXCOLOR, name, "--help"] for name in cli.COMMANDS}
+  cases = {name: [*JAXCOLOR, name, "--help"] for name in job.COMMANDS}
   cases["python -m"] = [sys.executable, "-m", "jaxcolor.colorize", "--help"]
   cases["missing flag"] = [*JAXCOLOR, "export", "--workdir=run"]
   # Side by side: each is an interpreter importing JAX, seconds apiece.
@@ -102,11 +104,11 @@ def test_help_exits_0_and_speaks_of_flags_not_code(run_dir):
       continue
     assert status == 0 and not stderr.strip(), (case, stderr[-3000:])
     assert stdout.startswith("Usage: ") and "Flags:\n  --" in stdout, case
-    assert not re.search(r"photo_io\.|photo_files\.|Colorizer\.|Traceback",
+    assert not re.search(r"rendering\.|photo_paths\.|Colorizer\.|Traceback",
                          stdout), (case, stdout)
   assert results["python -m"][1].startswith(
       "Usage: python -m jaxcolor.colorize --workdir RUN")
-  assert "--mode=evaluate" in results["evaluate"][1]
+  assert "--workdir: " in results["evaluate"][1]  # Defined by train.py.
   status, stdout, stderr = results["missing flag"]
   assert status == 2 and stderr.splitlines() == [
       "Error: --output is required; `jaxcolor export --help` lists the "
@@ -116,7 +118,7 @@ def test_help_exits_0_and_speaks_of_flags_not_code(run_dir):
 def test_jaxcolor_lists_its_commands(tmp_path):
   listing = _run([*JAXCOLOR, "--help"], tmp_path)
   assert listing.returncode == 0 and not listing.stderr
-  for name in cli.COMMANDS:
+  for name in job.COMMANDS:
     assert f"\n  {name} " in listing.stdout
   for argv, message in ((["colorise"], "did you mean 'colorize'?"),
                         ([], "name a command")):
@@ -133,9 +135,9 @@ def test_library_info_is_filtered_and_ours_kept_where_asked():
   def record(path, level):
     return logging.LogRecord("absl", level, path, 1, "m", None, None)
 
-  ours = os.path.join(os.path.dirname(cli.__file__), "train.py")
+  ours = os.path.join(os.path.dirname(job.__file__), "train.py")
   orbax = "/venv/site-packages/orbax/checkpoint/checkpoint_manager.py"
-  progress, quiet = cli.library_filter(True), cli.library_filter(False)
+  progress, quiet = logs.library_filter(True), logs.library_filter(False)
   assert progress(record(ours, logging.INFO))
   assert not progress(record(orbax, logging.INFO))
   assert not quiet(record(ours, logging.INFO))
@@ -157,4 +159,4 @@ def test_compilation_cache_folder(monkeypatch, env, expected):
     monkeypatch.delenv(name, raising=False)
   for name, value in env.items():
     monkeypatch.setenv(name, value)
-  assert cli.compilation_cache_dir() == expected
+  assert compilation_cache.compilation_cache_dir() == expected

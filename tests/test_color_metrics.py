@@ -1,4 +1,4 @@
-"""jaxcolor.color_metrics against scikit-image and constructed cases."""
+"""jaxcolor.evaluation.color_metrics against scikit-image and constructed cases."""
 
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from skimage import metrics as skmetrics
 
-from jaxcolor import color_metrics
+from jaxcolor.evaluation import color_metrics
 
 _REPO = Path(__file__).resolve().parents[1]
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

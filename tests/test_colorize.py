@@ -11,9 +11,10 @@ from PIL import Image
 from skimage import color as skcolor
 
 import helpers
-from jaxcolor import color
-from jaxcolor import colorize
-from jaxcolor import photo_io
+from jaxcolor.core import color_space
+from jaxcolor.inference import colorizer as colorizer_lib
+from jaxcolor.inference import photo_paths
+from jaxcolor.inference import rendering
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def colorizer(run_dir):
-  return colorize.Colorizer.from_workdir(run_dir, batch_size=4)
+  return colorizer_lib.Colorizer.from_workdir(run_dir, batch_size=4)
 
 
 def _photo(width: int = 72, height: int = 48) -> Image.Image:
@@ -50,7 +51,7 @@ def _write_inputs(root) -> dict[str, tuple[int, int]]:
   exif = rotated.getexif()
   exif[0x0112] = 6  # Rotate 90 degrees clockwise to display.
   rotated.save(root / "album" / "rotated.jpg", exif=exif)
-  photo.save(root / "album" / "color.png")  # Same stem as color.jpg.
+  photo.save(root / "album" / "color.png")  # Same stem as lab.jpg.
   (root / "album" / "notes.txt").write_text("not an image")
   return {"color_jpg": (72, 48), "color_png": (72, 48), "gray": (72, 48),
           "rgba": (37, 23), "deeper/palette": (72, 48), "cmyk": (72, 48),
@@ -60,7 +61,7 @@ def _write_inputs(root) -> dict[str, tuple[int, int]]:
 def test_mixed_formats_keep_their_size_and_name(colorizer, tmp_path):
   expected = _write_inputs(tmp_path / "in")
   (tmp_path / "in" / "album" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-  summary = colorize.colorize_files(
+  summary = photo_paths.colorize_files(
       colorizer, [str(tmp_path / "in" / "color.jpg"), str(tmp_path / "in" / "album")],
       str(tmp_path / "out"), progress=False)
   assert list(summary["failed"]) == [str(tmp_path / "in" / "album" / "broken.jpg")]
@@ -86,7 +87,7 @@ def test_pipelined_files_equal_one_at_a_time(colorizer, tmp_path):
   saved = colorizer.batch_size
   colorizer.batch_size = 2
   try:
-    summary = colorize.colorize_files(colorizer, [str(tmp_path / "in")],
+    summary = photo_paths.colorize_files(colorizer, [str(tmp_path / "in")],
                                       str(tmp_path / "out"), progress=False,
                                       threads=3)
   finally:
@@ -117,7 +118,7 @@ def test_predicted_ab_is_upsampled_and_joined_to_full_resolution_lightness():
   ab = np.zeros((32, 32, 2), np.float32)
   ab[..., 0], ab[..., 1] = 12.0, -8.0        # A uniform cast.
   ab[:, 16:, 0] = -12.0                      # The right half another.
-  rgb = photo_io.recombine(photo, ab)
+  rgb = rendering.recombine(photo, ab)
   assert rgb.shape == (61, 90, 3)
   lab_in = skcolor.rgb2lab(np.asarray(photo) / 255.0)
   lab = skcolor.rgb2lab(rgb / 255.0)
@@ -131,26 +132,26 @@ def test_predicted_ab_is_upsampled_and_joined_to_full_resolution_lightness():
 
 @pytest.mark.parametrize("count", [1, 5000, 16384, 98304, 98305, 1500000])
 def test_chunks_cover_every_pixel_once_with_little_padding(count):
-  pieces = photo_io._chunks(count)
+  pieces = rendering._chunks(count)
   starts = [start for start, _ in pieces]
   assert starts[0] == 0
   for (start, size), following in zip(pieces, starts[1:] + [None]):
     assert size & (size - 1) == 0            # Powers of two: few shapes.
-    assert photo_io._MIN_CHUNK <= size <= photo_io._CHUNK_PIXELS
+    assert rendering._MIN_CHUNK <= size <= rendering._CHUNK_PIXELS
     assert following is None or following == start + size
   end = pieces[-1][0] + pieces[-1][1]
-  assert count <= end < count + photo_io._MIN_CHUNK
+  assert count <= end < count + rendering._MIN_CHUNK
 
 
 def test_join_lightness_over_several_chunks_equals_one_program(monkeypatch):
   # Small chunks, so that a 100 x 70 photo takes three calls and padding.
-  monkeypatch.setattr(photo_io, "_MIN_CHUNK", 1024)
-  monkeypatch.setattr(photo_io, "_CHUNK_PIXELS", 4096)
+  monkeypatch.setattr(rendering, "_MIN_CHUNK", 1024)
+  monkeypatch.setattr(rendering, "_CHUNK_PIXELS", 4096)
   photo = _photo(100, 70)
   ab = np.random.default_rng(1).uniform(-60, 60, (70, 100, 2)).astype(np.float32)
-  assert len(photo_io._chunks(7000)) == 3
-  whole = np.asarray(jax.jit(color.with_ab)(np.asarray(photo), ab))
-  np.testing.assert_array_equal(photo_io.join_lightness(photo, ab), whole)
+  assert len(rendering._chunks(7000)) == 3
+  whole = np.asarray(jax.jit(color_space.with_ab)(np.asarray(photo), ab))
+  np.testing.assert_array_equal(rendering.join_lightness(photo, ab), whole)
 
 
 def test_arrays_of_every_kind_and_color_reduced_to_lightness(colorizer):
@@ -202,24 +203,24 @@ def test_default_output_is_the_systems_final_one(tmp_path):
   config = helpers.load_config("configs/default.py")  # Keeps a generator EMA.
   assert config.generator_ema_decay > 0
   helpers.make_checkpoint(config, tmp_path / "run", steps=(1,))
-  colorizer = colorize.Colorizer.from_workdir(tmp_path / "run", batch_size=2)
+  colorizer = colorizer_lib.Colorizer.from_workdir(tmp_path / "run", batch_size=2)
   assert colorizer.output == "generator_ema"
 
 
 def test_output_is_chosen_by_name(run_dir):
-  raw = colorize.Colorizer.from_workdir(run_dir, batch_size=4,
+  raw = colorizer_lib.Colorizer.from_workdir(run_dir, batch_size=4,
                                         output="generator")
   assert raw.output == "generator"
   with pytest.raises(ValueError, match="outputs are generator"):
-    colorize.Colorizer.from_workdir(run_dir, batch_size=4, output="improver")
+    colorizer_lib.Colorizer.from_workdir(run_dir, batch_size=4, output="improver")
 
 
 def test_a_batch_split_over_devices_gives_the_same_photos(run_dir):
   """`devices`: the batch is split over them (rounded up to a multiple of
   their number) and the colors are those of one device."""
-  one = colorize.Colorizer.from_workdir(run_dir, batch_size=3)
+  one = colorizer_lib.Colorizer.from_workdir(run_dir, batch_size=3)
   assert one.devices == jax.local_devices()[:1] and one.batch_size == 3
-  many = colorize.Colorizer.from_workdir(run_dir, batch_size=3,
+  many = colorizer_lib.Colorizer.from_workdir(run_dir, batch_size=3,
                                          devices=jax.local_devices()[:4])
   assert many.batch_size == 4
   photos = [_photo().resize(size) for size in [(72, 48), (40, 40), (33, 50),

@@ -1,4 +1,4 @@
-"""Every system compiled for a TPU slice on this CPU (jaxcolor/compile_only.py).
+"""Every system compiled for a TPU slice on this CPU (jaxcolor/benchmarking/compile_only.py).
 
 libtpu comes with the test extra, so these run in CI: XLA's TPU compiler
 compiles each system's smoke training step for a v5e 2x2 slice, and the
@@ -16,12 +16,13 @@ import jax
 import pytest
 
 import helpers
-from jaxcolor import chips
-from jaxcolor import compile_only
-from jaxcolor import configuration
-from jaxcolor import experiment
-from jaxcolor import platforms
-from jaxcolor.errors import ConfigError
+from jaxcolor.benchmarking import chips
+from jaxcolor.benchmarking import compile_only
+from jaxcolor.benchmarking import roofline
+from jaxcolor.core import configuration
+from jaxcolor.core.errors import ConfigError
+from jaxcolor.runtime import platforms
+from jaxcolor.training import experiment
 
 TOPOLOGY = "v5e:2x2"
 SYSTEM_CONFIGS = ("configs/pix2pix.py", "configs/pix2pix_improver.py",
@@ -96,7 +97,7 @@ def test_auto_gives_a_tpu_xla_convolutions(devices):
   """'auto' is resolved for the devices the experiment is built on, not
   for the host that compiles."""
   config = helpers.load_config("configs/pix2pix.py")
-  assert config.conv_impl == "auto"
+  config.conv_impl = "auto"  # The smoke preset's is 'xla'.
   on_tpu = experiment.build(config.copy_and_resolve_references(),
                             data="none", devices=devices)
   assert on_tpu.system.platform == "tpu"
@@ -151,7 +152,7 @@ def test_collectives_are_counted_with_their_result_bytes():
   %agd = f32[32]{0} all-gather-done(%ag)
   %gte = f32[16]{0} get-tuple-element(%ar), index=0
   """
-  found = {c["kind"]: c for c in compile_only.collectives(hlo)}
+  found = {c["kind"]: c for c in roofline.collectives(hlo)}
   assert found["all-reduce"] == {"kind": "all-reduce", "count": 2,
                                  "bytes": 16 * 4 + 32 * 2 + 1024 * 4}
   assert found["all-gather"] == {"kind": "all-gather", "count": 1,
@@ -217,7 +218,7 @@ def test_libtpu_stays_quiet_and_unloaded_on_a_machine_without_a_tpu(tmp_path):
   if platforms.accelerator_attached():
     pytest.skip("this machine has an accelerator")
   env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
-  code = ("from jaxcolor import platforms; "
+  code = ("from jaxcolor.runtime import platforms; "
           "assert platforms.pin_cpu_without_accelerators(); import jax; "
           "print(jax.devices()[0].platform)")
   out = subprocess.run([sys.executable, "-c", code], env=env,

@@ -10,12 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from jaxcolor import checkpointing
-from jaxcolor import configuration
 from jaxcolor import data
-from jaxcolor import experiment
 from jaxcolor import systems
-from jaxcolor import train
+from jaxcolor.core import configuration
+from jaxcolor.core.errors import ConfigError
+from jaxcolor.runtime import config_file
+from jaxcolor.training import checkpointing
+from jaxcolor.training import experiment
+from jaxcolor.training import loop
 
 from helpers import REPO, load_config, make_checkpoint
 
@@ -32,6 +34,10 @@ _CLI_CASES = {
     "unknown_field": (["--config.batchsize=8"], {},
                       ["'batchsize'", "did you mean 'batch_size'"]),
     "unknown_preset": (None, {}, ["smok", "did you mean 'smoke'"]),
+    "bad_value": (["--config.batch_size=eight"], {},
+                  ["--config.batch_size='eight' is invalid: expected an int"]),
+    "missing_file": (["--config", "configs/nope.py"], {},
+                     ["Cannot load the config file configs/nope.py"]),
     "image_size_for_depth": (["--config.image_size=64",
                               "--config.generator.num_downsamplings=8"], {},
                              ["config.image_size=64", "num_downsamplings=8"]),
@@ -130,16 +136,65 @@ def test_invalid_values_name_the_key():
     systems.create(config)
 
 
-def test_config_file_errors_become_one_line():
-  message = configuration.flag_error_message(
-      OSError("Configuration is not available because of an earlier failure "
-              "to load: Failed loading config file config_config\n  Attempted "
-              "[Relative path]:\n    /x/c.py\n      [Errno 2] No such file"),
-      ["main"])
-  assert message == "Cannot load the config file /x/c.py: [Errno 2] No such file"
-  # A config file's bug, not the command line's: its traceback is kept.
-  assert configuration.flag_error_message(AttributeError("'zzz'"),
-                                          ["main"]) is None
+def test_config_file_loading_and_overrides_word_every_error(tmp_path):
+  """jaxcolor/runtime/config_file.py: our own reading of --config and
+  --config.FIELD=VALUE, every failure one ConfigError naming what failed."""
+  argv = ["prog", "--config", "c.py:smoke", "--config.batch_size=4",
+          "--workdir", "w", "--config.generator.ngf", "16", "--", "--config.x=1"]
+  rest, overrides = config_file.split_overrides(argv)
+  assert rest == ["prog", "--config", "c.py:smoke", "--workdir", "w", "--",
+                  "--config.x=1"]
+  assert overrides == [("batch_size", "4"), ("generator.ngf", "16")]
+  with pytest.raises(ConfigError, match="--config.seed needs a value"):
+    config_file.split_overrides(["prog", "--config.seed"])
+
+  config = config_file.load(
+      str(REPO / "configs/default.py") + ":smoke",
+      [("batch_size", "4"), ("generator.dropout_rate", "0.25"),
+       ("generator_ema_decay", "0"), ("dataset", "folder:/x"),
+       ("compute_dtype", "bfloat16")])
+  assert (config.batch_size, config.generator.dropout_rate) == (4, 0.25)
+  assert config.generator_ema_decay == 0.0 and config.dataset == "folder:/x"
+  assert config.image_size == 32  # The preset applied before the overrides.
+  with pytest.raises(AttributeError):
+    config.not_a_field = 1  # Locked.
+
+  default = str(REPO / "configs/default.py")
+  cases = {
+      "batchsize=8": "Unknown config field 'batchsize' in --config.batchsize "
+                     "(did you mean 'batch_size'?)",
+      "generator.ngff=8": "Unknown config field 'generator.ngff'",
+      "batch_size=abc": "--config.batch_size='abc' is invalid: expected an int",
+      "generator_ema_decay=x": "expected a number",
+      "generator=3": "--config.generator is a section: set its fields",
+      "batch_size.x=1": "config.batch_size is a value, not a section",
+  }
+  for override, message in cases.items():
+    field, _, text = override.partition("=")
+    with pytest.raises(ConfigError) as raised:
+      config_file.load(default, [(field, text)])
+    assert message in str(raised.value), (override, str(raised.value))
+
+  with pytest.raises(ConfigError, match="Cannot load the config file "
+                     ".*nope.py: no such file"):
+    config_file.load(str(tmp_path / "nope.py"))
+  broken = tmp_path / "broken.py"
+  broken.write_text("def get_config(arg=None):\n  return {}['system']\n")
+  with pytest.raises(ConfigError, match=r"broken.py, line 2: KeyError: 'system'"):
+    config_file.load(str(broken))
+  plain = tmp_path / "plain.py"
+  plain.write_text("def get_config(arg=None):\n  return {'a': 1}\n")
+  with pytest.raises(ConfigError, match="returned a dict, not an "
+                     "ml_collections.ConfigDict"):
+    config_file.load(str(plain))
+  with pytest.raises(ConfigError, match="defines no get_config"):
+    config_file.load(_empty(tmp_path))
+
+
+def _empty(tmp_path) -> str:
+  path = tmp_path / "empty.py"
+  path.write_text("x = 1\n")
+  return str(path)
 
 
 # -- datasets --------------------------------------------------------------------
@@ -184,7 +239,7 @@ def test_dataset_is_checked_before_the_workdir_and_any_compile(tmp_path,
   config = load_config("configs/default.py")
   config.eval_dataset = f"folder:{tmp_path / 'absent'}"
   with pytest.raises(configuration.ConfigError, match="config.eval_dataset"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run" / "config.json").exists()
 
 
@@ -200,7 +255,7 @@ def test_checkpoint_that_does_not_fit_the_config(tmp_path):
   wider = load_config("configs/default.py")
   wider.generator.ngf = 16
   with pytest.raises(checkpointing.CheckpointMismatchError) as error:
-    train.train_and_evaluate(wider, str(workdir))
+    loop.train_and_evaluate(wider, str(workdir))
   message = str(error.value)
   assert "step 2" in message and str(workdir / "checkpoints") in message
   assert ("generator/params/down_0/kernel is (4, 4, 1, 8) in the checkpoint "
@@ -213,7 +268,7 @@ def test_checkpoint_that_does_not_fit_the_config(tmp_path):
   shallower.discriminator.num_layers = 2
   with pytest.raises(checkpointing.CheckpointMismatchError,
                      match=r"not in this config, first discriminator/params/"):
-    train.train_and_evaluate(shallower, str(workdir))
+    loop.train_and_evaluate(shallower, str(workdir))
 
   # The same check guards every restore (evaluation, colorize).
   import jax  # noqa: PLC0415

@@ -89,7 +89,7 @@ def test_two_processes_train_and_resume_as_one_process(tmp_path):
 
 
 def test_distributed_settings_from_the_environment():
-  from jaxcolor import distributed
+  from jaxcolor.runtime import distributed
   assert not distributed.requested({})
   assert distributed.requested({"JAXCOLOR_DISTRIBUTED": "1"})
   assert not distributed.initialize(False, {"JAXCOLOR_DISTRIBUTED": "0"})

@@ -17,13 +17,13 @@ import optax
 import pytest
 from helpers import load_config
 
-from jaxcolor import checkpointing
-from jaxcolor import configuration
-from jaxcolor import divergence
 from jaxcolor import systems
-from jaxcolor import train
+from jaxcolor.core import configuration
 from jaxcolor.systems import base
 from jaxcolor.systems import pix2pix
+from jaxcolor.training import checkpointing
+from jaxcolor.training import divergence
+from jaxcolor.training import loop
 
 # 0-based indices of the steps whose generator update is poisoned; the loop
 # counts steps from 1, so these are steps 3 and 5 in its messages and logs.
@@ -208,7 +208,7 @@ def test_default_stops_before_the_next_checkpoint(tmp_path,
   config = _config(checkpoint_every_steps=2, log_every_steps=100)
   workdir = tmp_path / "run"
   with pytest.raises(divergence.TrainingDiverged) as error:
-    train.train_and_evaluate(config, str(workdir))
+    loop.train_and_evaluate(config, str(workdir))
   message = str(error.value)
   assert "generator at step 3" in message, message
   assert "discriminator" not in message.split("(")[0], message
@@ -225,7 +225,7 @@ def test_skip_option_counts_steps_and_keeps_parameters(tmp_path,
   config = _config(checkpoint_every_steps=1, log_every_steps=2,
                    skip_nonfinite_steps=True)
   workdir = tmp_path / "run"
-  train.train_and_evaluate(config, str(workdir))
+  loop.train_and_evaluate(config, str(workdir))
 
   lines = [json.loads(line) for line in
            (workdir / "metrics.jsonl").read_text().splitlines()]

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,14 +16,14 @@ from skimage import metrics as skmetrics
 
 import helpers
 from jaxcolor import backends
-from jaxcolor import configuration
 from jaxcolor import data
-from jaxcolor import evaluate
-from jaxcolor import evaluator as evaluator_lib
-from jaxcolor import experiment
-from jaxcolor import fid
-from jaxcolor import parallel
 from jaxcolor import systems
+from jaxcolor.core import configuration
+from jaxcolor.core import parallel
+from jaxcolor.evaluation import checkpoints
+from jaxcolor.evaluation import evaluator as evaluator_lib
+from jaxcolor.evaluation import fid
+from jaxcolor.training import experiment
 
 
 def _stand_in_features(rgb: jax.Array) -> jax.Array:
@@ -114,13 +115,13 @@ def test_evaluator_metrics_match_independent_computation():
 
 
 def test_checkpoint_selection_and_its_config_field():
-  assert evaluate.select_steps("latest", [3, 6, 9]) == [9]
-  assert evaluate.select_steps("all", [9, 3, 6]) == [3, 6, 9]
-  assert evaluate.select_steps("6, 3", [3, 6, 9]) == [6, 3]
-  with pytest.raises(evaluate.NoCheckpointError, match="3, 6, 9"):
-    evaluate.select_steps("4", [3, 6, 9])
-  with pytest.raises(evaluate.NoCheckpointError):
-    evaluate.select_steps("latest", [])
+  assert checkpoints.select_steps("latest", [3, 6, 9]) == [9]
+  assert checkpoints.select_steps("all", [9, 3, 6]) == [3, 6, 9]
+  assert checkpoints.select_steps("6, 3", [3, 6, 9]) == [6, 3]
+  with pytest.raises(checkpoints.NoCheckpointError, match="3, 6, 9"):
+    checkpoints.select_steps("4", [3, 6, 9])
+  with pytest.raises(checkpoints.NoCheckpointError):
+    checkpoints.select_steps("latest", [])
   config = helpers.load_config("configs/pix2pix.py")
   config.evaluation.checkpoints = "best"
   with pytest.raises(configuration.ConfigError, match="evaluation.checkpoints"):
@@ -138,7 +139,7 @@ def test_evaluation_run_writes_json_report_and_scalars(tmp_path):
   config.evaluation.checkpoints = "all"
   config.evaluation.num_report_images = 3
   config.num_eval_images = 8
-  results = evaluate.evaluate_checkpoints(config, str(run))
+  results = checkpoints.evaluate_checkpoints(config, str(run))
   assert sorted(results) == [3, 6]
   for step in (3, 6):
     written = json.loads((run / "eval" / f"{step}.json").read_text())
@@ -216,34 +217,65 @@ def test_main_evaluate_mode_on_a_folder_with_fid(tmp_path):
   # A step that was not saved: an error naming the saved ones, before
   # anything compiles (main prints it as one line).
   config.evaluation.checkpoints = "4"
-  with pytest.raises(evaluate.NoCheckpointError, match="saved steps: 3, 6"):
-    evaluate.evaluate_checkpoints(config, str(run))
-  with pytest.raises(evaluate.NoCheckpointError, match="No checkpoints"):
-    evaluate.evaluate_checkpoints(config, str(tmp_path / "empty"))
+  with pytest.raises(checkpoints.NoCheckpointError, match="saved steps: 3, 6"):
+    checkpoints.evaluate_checkpoints(config, str(run))
+  with pytest.raises(checkpoints.NoCheckpointError, match="No checkpoints"):
+    checkpoints.evaluate_checkpoints(config, str(tmp_path / "empty"))
+
+
+class _TinyFeatures(nn.Module):
+  """A stand-in for Inception: one convolution, pooled to 4 features."""
+
+  @nn.compact
+  def __call__(self, rgb, train: bool = False):
+    del train
+    return nn.Conv(4, (3, 3))(rgb).mean(axis=(1, 2))
 
 
 def test_fid_network_compiles_with_the_run_compiler_options(tmp_path,
                                                              monkeypatch):
   # Inception's forward pass takes the same XLA:CPU options as the run's
-  # networks (on the CPU: XLA's own convolution kernels).
+  # networks (on the CPU: XLA's own convolution kernels). First, the
+  # evaluation hands `InceptionFeatures` the run's options ...
   config = helpers.load_config("configs/pix2pix.py")
   weights = tmp_path / "fid_inception.npz"
   _made_up_fid_weights(weights)
   config.evaluation.fid_weights = str(weights)
   made = {}
+  real_features = fid.InceptionFeatures
 
   def features(variables, mesh, model=None, compiler_options=None):
     made["options"] = compiler_options
     return object()
 
-  monkeypatch.setattr(evaluate.fid_lib, "InceptionFeatures", features)
+  monkeypatch.setattr(checkpoints.fid_lib, "InceptionFeatures", features)
   for library in ("eigen", "ynnpack"):
     config.cpu_conv_library = library
-    evaluate._fid_accumulator(config, mesh=None)
+    checkpoints._fid_accumulator(config, mesh=None)
     assert made["options"] == backends.compiler_options(
         config, jax.default_backend())
   if jax.default_backend() == "cpu":
     assert made["options"] is None  # 'ynnpack': XLA's defaults.
     config.cpu_conv_library = "eigen"
-    evaluate._fid_accumulator(config, mesh=None)
+    checkpoints._fid_accumulator(config, mesh=None)
     assert made["options"] is not None
+
+  # ... and `InceptionFeatures` compiles its program with them (a stand-in
+  # network: Inception's own compile takes a minute). XLA refuses an option
+  # it does not know when it compiles, so an unknown one shows that the
+  # options reach the compiler; the run's are accepted and compute the same
+  # features as XLA's defaults.
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  model = _TinyFeatures()
+  rgb = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 3)),
+                    jnp.float32)
+  variables = model.init(jax.random.key(0), rgb)
+  with pytest.raises(Exception, match="xla_no_such_option"):
+    real_features(variables, mesh, model=model,
+                  compiler_options={"xla_no_such_option": "1"})(rgb)
+  default = real_features(variables, mesh, model=model)(rgb)
+  run_options = backends.compiler_options(config, jax.default_backend())
+  with_run_options = real_features(variables, mesh, model=model,
+                                   compiler_options=run_options)(rgb)
+  assert with_run_options.shape == (2, 4)
+  np.testing.assert_allclose(with_run_options, default, rtol=1e-4, atol=1e-6)

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 import helpers
-from jaxcolor import artifact
-from jaxcolor import colorize
-from jaxcolor import export as export_lib
+from jaxcolor.inference import artifact
+from jaxcolor.inference import colorizer as colorizer_lib
+from jaxcolor.inference import exporting as export_lib
 
 SAMPLE = helpers.REPO / "jaxcolor" / "sample_data" / "eval"
 
@@ -59,14 +59,14 @@ def test_artifact_holds_the_ema_generator_only_and_colors_as_the_run(
                    (run_dir / "checkpoints" / "6").rglob("*") if p.is_file())
   assert (out / "variables.safetensors").stat().st_size < checkpoint / 2
 
-  from_run = colorize.Colorizer.from_workdir(run_dir)
-  from_artifact = colorize.Colorizer.from_pretrained(out)
+  from_run = colorizer_lib.Colorizer.from_workdir(run_dir)
+  from_artifact = colorizer_lib.Colorizer.from_pretrained(out)
   assert from_run.output == from_artifact.output == "generator_ema"
   assert set(from_run.arrays) == set(arrays)
   for photo in _photos():
     np.testing.assert_array_equal(from_artifact.colorize(photo),
                                   from_run.colorize(photo))
-  from_archive = colorize.Colorizer.from_pretrained(result["archive"])
+  from_archive = colorizer_lib.Colorizer.from_pretrained(result["archive"])
   np.testing.assert_array_equal(from_archive.colorize(_photos(1)[0]),
                                 from_run.colorize(_photos(1)[0]))
 
@@ -94,7 +94,7 @@ def test_download_resumes_checks_sha256_and_is_cached(exported, server,
   assert (local / "model.json").is_file()
   assert artifact.fetch(url, sha256=digest, progress=False) == local
   assert len(helpers.RangeFiles.requests) == 2  # Cached: no third request.
-  colorizer = colorize.Colorizer.from_pretrained(url)
+  colorizer = colorizer_lib.Colorizer.from_pretrained(url)
   assert colorizer.output == "generator_ema"
 
   wrong = "0" * 64
@@ -134,20 +134,20 @@ def test_bad_artifacts_are_named(exported, tmp_path, monkeypatch):
 
 
 def test_render_size_keeps_the_aspect_and_rejects_what_cannot_fit(run_dir):
-  colorizer = colorize.Colorizer.from_workdir(run_dir, render_size=48)
+  colorizer = colorizer_lib.Colorizer.from_workdir(run_dir, render_size=48)
   assert colorizer.multiple == 32  # The smoke U-Net's 5 halvings.
   photo = _photos(1)[0]
   rgb = colorizer.colorize(photo)
   assert rgb.shape == photo.shape
   with pytest.raises(ValueError, match="render_size=16: .*at least 32"):
-    colorize.Colorizer.from_workdir(run_dir, render_size=16)
+    colorizer_lib.Colorizer.from_workdir(run_dir, render_size=16)
 
 
 def test_iizuka_renders_its_local_path_at_any_aspect(tmp_path):
   run = tmp_path / "iizuka"
   helpers.make_checkpoint(helpers.load_config("configs/iizuka.py"), run,
                           steps=(1,))
-  colorizer = colorize.Colorizer.from_workdir(run, render_size=40)
+  colorizer = colorizer_lib.Colorizer.from_workdir(run, render_size=40)
   assert colorizer.multiple == 8  # Three halvings; the global path resizes.
   photo = _photos(1)[0]
   assert colorizer.colorize(photo).shape == photo.shape
@@ -184,7 +184,7 @@ def test_serving_program_in_a_fresh_process_matches_the_colorizer(
   assert result.returncode == 0, result.stderr.decode()[-3000:]
   import io  # noqa: PLC0415
   served = np.load(io.BytesIO(result.stdout))
-  colorizer = colorize.Colorizer.from_pretrained(out)
+  colorizer = colorizer_lib.Colorizer.from_pretrained(out)
   expected = np.stack([colorizer.colorize(np.asarray(
       Image.open(p).convert("RGB").resize((96, 64)))) for p in photos])
   assert served.shape == expected.shape and served.dtype == np.uint8

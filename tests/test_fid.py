@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from jaxcolor import fid
 from jaxcolor import models
+from jaxcolor.evaluation import fid
 from jaxcolor.models import inception
 
 # torchvision's inception_v3 has 27,161,264 parameters; without its 1000-way

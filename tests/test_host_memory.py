@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from jaxcolor import host_memory
+from jaxcolor.runtime import host_memory
 
 from helpers import REPO
 

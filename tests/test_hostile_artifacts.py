@@ -26,10 +26,10 @@ import pytest
 from safetensors import numpy as safetensors_numpy
 
 import helpers
-from jaxcolor import artifact
-from jaxcolor import colorize
-from jaxcolor import export as export_lib
-from jaxcolor import rundir
+from jaxcolor.inference import artifact
+from jaxcolor.inference import colorizer as colorizer_lib
+from jaxcolor.inference import exporting as export_lib
+from jaxcolor.training import rundir
 
 MiB = 1 << 20
 # Budgets of a few MiB, so the bombs built here take milliseconds.
@@ -485,7 +485,7 @@ def test_config_and_arrays_are_checked_against_the_network(exported,
     _edit(directory, change, weights=None if changed is None else
           safetensors_numpy.save(changed))
     with pytest.raises(artifact.ArtifactError) as error:
-      colorize.Colorizer.from_pretrained(directory)
+      colorizer_lib.Colorizer.from_pretrained(directory)
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith(f"{directory}/{expected}"), message
@@ -521,7 +521,7 @@ def test_config_is_validated_as_a_runs_is(exported, tmp_path, change,
   directory = _copy(exported, tmp_path)
   _edit(directory, change)
   with pytest.raises(artifact.ArtifactError) as error:
-    colorize.Colorizer.from_pretrained(directory)
+    colorizer_lib.Colorizer.from_pretrained(directory)
   assert str(error.value) == (f"{directory}/model.json: its config does not "
                               f"validate: {expected}")
 
@@ -558,7 +558,7 @@ def server(exported):
 
 _RACE = """
 import pathlib, sys, time
-from jaxcolor import artifact
+from jaxcolor.inference import artifact
 ready, go, archive, url = sys.argv[1:]
 pathlib.Path(ready).touch()
 while not pathlib.Path(go).exists():
@@ -663,7 +663,7 @@ def test_serving_programs_hold_no_local_paths(exported, tmp_path):
            for p in out.rglob("*") if p.is_file()}
   assert {"serving/colorize.stablehlo",
           "serving/saved_model/saved_model.pb"} <= set(files)
-  assert b"serving.py" in files["serving/colorize.stablehlo"]  # Names stay.
+  assert b"rgb_program.py" in files["serving/colorize.stablehlo"]  # Names stay.
   leaks = [(name, path) for name, data in files.items() for path in local
            if path.encode() in data]
   assert leaks == []

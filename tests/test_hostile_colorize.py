@@ -19,11 +19,11 @@ import pytest
 from PIL import Image
 
 import helpers
-from jaxcolor import checkpointing
-from jaxcolor import colorize
-from jaxcolor import export
-from jaxcolor import photo_files
-from jaxcolor.errors import ConfigError
+from jaxcolor.core.errors import ConfigError
+from jaxcolor.inference import colorizer as colorizer_lib
+from jaxcolor.inference import exporting
+from jaxcolor.inference import photo_paths
+from jaxcolor.training import checkpointing
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def colorizer(run):
-  return colorize.Colorizer.from_workdir(run, batch_size=2)
+  return colorizer_lib.Colorizer.from_workdir(run, batch_size=2)
 
 
 def _copy(run, tmp_path) -> pathlib.Path:
@@ -84,8 +84,8 @@ def test_output_that_is_an_input_folder_or_inside_one_writes_nothing(
                            (tmp_path / "in" / "sub", "is inside the input"),
                            (tmp_path / "link", "is the input folder"),
                            (tmp_path / "in" / "new" / "out", "is inside")]:
-    with pytest.raises(photo_files.OutputError, match=relation):
-      colorize.colorize_files(colorizer, [str(tmp_path / "in")], str(output),
+    with pytest.raises(photo_paths.OutputError, match=relation):
+      photo_paths.colorize_files(colorizer, [str(tmp_path / "in")], str(output),
                               progress=False)
   assert _state(tmp_path / "in") == before
   assert not (tmp_path / "in" / "new").exists()
@@ -95,30 +95,30 @@ def test_output_path_that_is_an_input_file_is_refused(tmp_path):
   """Photos given one by one into their own folder (photo.png -> photo.png),
   a video into its own folder (OUTPUT/<its name>), two videos of one name."""
   Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
-  jobs = photo_files.find_inputs([str(tmp_path / "photo.png")])
-  planned = [(f, photo_files.output_path(tmp_path, n, "png")) for f, n in jobs]
-  with pytest.raises(photo_files.OutputError,
+  jobs = photo_paths.find_inputs([str(tmp_path / "photo.png")])
+  planned = [(f, photo_paths.output_path(tmp_path, n, "png")) for f, n in jobs]
+  with pytest.raises(photo_paths.OutputError,
                      match=r"would write .*photo\.png over the input"):
-    photo_files.check_output(str(tmp_path), [str(tmp_path / "photo.png")],
+    photo_paths.check_output(str(tmp_path), [str(tmp_path / "photo.png")],
                           planned)
   # Another spelling of the same folder (a link) is the same file.
   (tmp_path / "alias").symlink_to(tmp_path)
-  planned = [(f, photo_files.output_path(tmp_path / "alias", n, "png"))
+  planned = [(f, photo_paths.output_path(tmp_path / "alias", n, "png"))
              for f, n in jobs]
-  with pytest.raises(photo_files.OutputError, match="over the input"):
-    photo_files.check_output(str(tmp_path / "alias"),
+  with pytest.raises(photo_paths.OutputError, match="over the input"):
+    photo_paths.check_output(str(tmp_path / "alias"),
                           [str(tmp_path / "photo.png")], planned)
   clip = tmp_path / "film.mp4"
-  with pytest.raises(photo_files.OutputError, match="over the input"):
-    photo_files.check_output(str(tmp_path), [str(clip)],
+  with pytest.raises(photo_paths.OutputError, match="over the input"):
+    photo_paths.check_output(str(tmp_path), [str(clip)],
                           [(clip, tmp_path / clip.name)])
   other = tmp_path / "b" / "film.mp4"
-  with pytest.raises(photo_files.OutputError, match="would both be written"):
-    photo_files.check_output(str(tmp_path / "out"), [str(clip), str(other)],
+  with pytest.raises(photo_paths.OutputError, match="would both be written"):
+    photo_paths.check_output(str(tmp_path / "out"), [str(clip), str(other)],
                           [(clip, tmp_path / "out" / "film.mp4"),
                            (other, tmp_path / "out" / "film.mp4")])
   # A still into its own folder under another name is fine.
-  photo_files.check_output(str(tmp_path), [str(tmp_path / "photo.png")],
+  photo_paths.check_output(str(tmp_path), [str(tmp_path / "photo.png")],
                         [(tmp_path / "photo.png", tmp_path / "photo.jpg")])
 
 
@@ -151,14 +151,14 @@ def test_existing_outputs_are_kept_unless_overwrite(colorizer, tmp_path):
   (tmp_path / "out").mkdir()
   (tmp_path / "out" / "a.png").write_bytes(b"someone else's file")
   kept = _state(tmp_path / "out")
-  summary = colorize.colorize_files(colorizer, [str(tmp_path / "in")],
+  summary = photo_paths.colorize_files(colorizer, [str(tmp_path / "in")],
                                     str(tmp_path / "out"), progress=False,
                                     overwrite=False)
   assert summary["skipped"] == [str(tmp_path / "out" / "a.png")]
   assert summary["written"] == [str(tmp_path / "out" / "b.png")]
   assert _state(tmp_path / "out")[tmp_path / "out" / "a.png"] == kept[
       tmp_path / "out" / "a.png"]
-  summary = colorize.colorize_files(colorizer, [str(tmp_path / "in")],
+  summary = photo_paths.colorize_files(colorizer, [str(tmp_path / "in")],
                                     str(tmp_path / "out"), progress=False,
                                     overwrite=True)
   assert sorted(summary["written"]) == [str(tmp_path / "out" / "a.png"),
@@ -177,10 +177,10 @@ def test_save_image_without_overwrite_keeps_a_file_that_appeared(tmp_path):
   target.write_bytes(b"appeared meanwhile")
   rgb = np.zeros((4, 4, 3), np.uint8)
   with pytest.raises(FileExistsError):
-    photo_files.save_image(rgb, target, "png", overwrite=False)
+    photo_paths.save_image(rgb, target, "png", overwrite=False)
   assert target.read_bytes() == b"appeared meanwhile"
   assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
-  photo_files.save_image(rgb, tmp_path / "new.png", "png", overwrite=False)
+  photo_paths.save_image(rgb, tmp_path / "new.png", "png", overwrite=False)
   assert Image.open(tmp_path / "new.png").size == (4, 4)
   # Permissions as `open` gives them (the umask's), not mkstemp's 0600.
   umask = os.umask(0)
@@ -193,7 +193,7 @@ def test_skipped_inputs_are_named_in_words(colorizer, tmp_path):
   (tmp_path / "in" / "notes.txt").write_text("not an image")
   (tmp_path / "in" / "empty.png").write_bytes(b"")
   (tmp_path / "in" / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-  summary = colorize.colorize_files(
+  summary = photo_paths.colorize_files(
       colorizer, [str(tmp_path / "in" / name)
                   for name in ("notes.txt", "empty.png", "cut.jpg")],
       str(tmp_path / "out"), progress=False)
@@ -242,7 +242,7 @@ def test_damaged_checkpoint_is_named_in_one_line(run, tmp_path, damage,
   workdir = _copy(run, tmp_path)
   damage(workdir)
   with pytest.raises(checkpointing.DamagedCheckpointError) as error:
-    colorize.Colorizer.from_workdir(workdir)
+    colorizer_lib.Colorizer.from_workdir(workdir)
   message = str(error.value)
   assert message.startswith(
       f"checkpoint 6 is damaged ({workdir / 'checkpoints' / '6'}): ")
@@ -267,7 +267,7 @@ def test_damaged_run_stops_export_and_the_command_line(run, tmp_path):
   workdir = _copy(run, tmp_path)
   _truncate_largest(workdir)
   with pytest.raises(checkpointing.DamagedCheckpointError):
-    export.export(workdir, tmp_path / "artifact")
+    exporting.export(workdir, tmp_path / "artifact")
   assert not (tmp_path / "artifact").exists()
   Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
   result = _cli("--workdir", str(workdir), "--output", "out", "photo.png",
@@ -284,7 +284,7 @@ def test_damaged_run_stops_export_and_the_command_line(run, tmp_path):
                 cwd=tmp_path)
   assert result.returncode == 2
   assert result.stderr.splitlines() == [
-      f"Error: {config}: missing 'generator'."]
+      f"Configuration error: {config}: missing 'generator'."]
   assert not (tmp_path / "out").exists()
 
 
@@ -303,7 +303,7 @@ def test_damaged_config_names_the_file(run, tmp_path, edit, message):
   config = workdir / "config.json"
   config.write_text(edit(config.read_text()))
   with pytest.raises(ConfigError, match=message) as error:
-    colorize.Colorizer.from_workdir(workdir)
+    colorizer_lib.Colorizer.from_workdir(workdir)
   assert str(error.value).startswith(str(workdir / "config.json"))
   assert "\n" not in str(error.value)
 
@@ -311,12 +311,12 @@ def test_damaged_config_names_the_file(run, tmp_path, edit, message):
 def test_damaged_checkpoint_stops_an_evaluation_run(run, tmp_path, one_device):
   """`--mode=evaluate` restores through `experiment.restore`, which passes
   the error on as it is (the entry point prints a ConfigError as one line)."""
-  from jaxcolor import evaluate  # noqa: PLC0415 (TensorBoard's writers)
+  from jaxcolor.evaluation import checkpoints  # noqa: PLC0415 (TensorBoard's writers)
 
   workdir = _copy(run, tmp_path)
   _truncate_largest(workdir)
   with pytest.raises(checkpointing.DamagedCheckpointError,
                      match=r"^checkpoint 6 is damaged \("):
-    evaluate.evaluate_checkpoints(
+    checkpoints.evaluate_checkpoints(
         helpers.load_config("configs/default.py"), str(workdir))
   assert not (workdir / "eval" / "6.json").exists()

@@ -13,8 +13,8 @@ import tomllib
 
 import pytest
 
-from jaxcolor import export as export_lib
-from jaxcolor import serving
+from jaxcolor.inference import exporting as export_lib
+from jaxcolor.inference import rgb_program
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NEEDS_TENSORFLOW = ("the SavedModel form needs TensorFlow: "
@@ -49,8 +49,9 @@ import numpy as np
 modules = sys.argv[1:]
 for name in modules:
   importlib.import_module(name)
-if "jaxcolor.run_log" in modules:
-  from jaxcolor import rundir, run_log
+if "jaxcolor.training.run_log" in modules:
+  from jaxcolor.training import rundir
+  from jaxcolor.training import run_log
   logger = run_log.MetricLogger(rundir.RunDir(tempfile.mkdtemp()),
                                 is_primary=True)
   logger.scalars(1, {"loss": 0.5})
@@ -139,7 +140,7 @@ def test_saved_model_export_without_tensorflow_fails_first(tmp_path,
   # As if not installed, for `find_spec` (TensorFlow may be imported here).
   monkeypatch.setitem(sys.modules, "tensorflow", None)
   out = tmp_path / "model"
-  with pytest.raises(serving.MissingTensorFlowError) as error:
+  with pytest.raises(rgb_program.MissingTensorFlowError) as error:
     # No such run: the check comes before the checkpoint is looked for.
     export_lib.export(tmp_path / "no_run", out, saved_model=True)
   assert str(error.value) == NEEDS_TENSORFLOW

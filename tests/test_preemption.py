@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 from helpers import REPO, load_config, train_lines
 
-from jaxcolor import checkpointing
 from jaxcolor import systems
+from jaxcolor.training import checkpointing
 
 # One worker runs the whole file: its tests share a module-scoped run
 # (`python -m pytest -n 2` distributes with --dist loadgroup, pyproject.toml).

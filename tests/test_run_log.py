@@ -5,7 +5,7 @@ TensorBoard's event file as TensorBoard reads it."""
 import io
 import json
 import struct
-import time
+import types
 
 import numpy as np
 from PIL import Image
@@ -13,23 +13,71 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
-from jaxcolor import run_log
-from jaxcolor import rundir
+from jaxcolor.training import run_log
+from jaxcolor.training import rundir
 
 
-def test_rate_and_eta_leave_out_timed_blocks():
-  progress = run_log.Progress(first_step=0, num_train_steps=20, every_steps=5)
-  step_s, eval_s = 0.01, 0.5
-  for step in range(1, 11):
-    time.sleep(step_s)
+class FakeClock:
+  """A monotonic clock that moves only when the test moves it."""
+
+  def __init__(self, start: float = 1000.0):
+    self.now = start
+
+  def __call__(self) -> float:
+    return self.now
+
+
+def test_rate_and_eta_leave_out_timed_blocks(monkeypatch):
+  # run_log reads the time as `time.monotonic()`: its `time` is replaced
+  # for this module alone, so the rates below are exact, whatever the load.
+  clock = FakeClock()
+  monkeypatch.setattr(run_log, "time", types.SimpleNamespace(monotonic=clock))
+  progress = run_log.Progress(first_step=0, num_train_steps=12, every_steps=5)
+  reports = {}
+  for step in range(1, 13):
+    clock.now += 0.01                     # A step: 10 ms.
     progress(step)
-    if step == 7:
+    if step == 7:                         # Between two reports ...
       with progress.timed("eval", wait_jax_async_dispatch=False):
-        time.sleep(eval_s)
-  rate = progress.latest["steps_per_second"]
-  # Counting the evaluation, steps 6-10 ran at 5 / 0.55 = 9 steps/s.
-  assert rate > 3 * 5 / (eval_s + 5 * step_s), rate
-  assert np.isclose(progress.latest["eta_seconds"], 10 / rate)
+        clock.now += 0.5
+    if step == 10:                        # ... and right after one.
+      with progress.timed("checkpoint", wait_jax_async_dispatch=False):
+        clock.now += 2.0
+    reports[step] = dict(progress.latest)
+  # Every 5 steps and at the last; the latest report holds in between.
+  assert reports[4] == {} and reports[6] == reports[9] == reports[5]
+  # Steps 1-5: 5 steps in 50 ms; 6-10: 550 ms less the 500 ms of the eval;
+  # 11-12: 2.02 s less the 2 s of the checkpoint. 100 steps/s throughout.
+  for step, left in ((5, 7), (10, 2), (12, 0)):
+    np.testing.assert_allclose(reports[step]["steps_per_second"], 100.0,
+                               rtol=1e-6)
+    np.testing.assert_allclose(reports[step]["eta_seconds"], left / 100.0,
+                               rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(progress.time_per_part["eval"], 0.5, rtol=1e-9)
+  np.testing.assert_allclose(progress.time_per_part["checkpoint"], 2.0,
+                             rtol=1e-9)
+
+
+def test_timed_blocks_count_only_in_their_own_interval(monkeypatch):
+  # What clu's whole-interval rate would show, and this does not: the
+  # interval with the evaluation looks 11 times slower.
+  clock = FakeClock()
+  monkeypatch.setattr(run_log, "time", types.SimpleNamespace(monotonic=clock))
+  progress = run_log.Progress(first_step=100, num_train_steps=200,
+                              every_steps=10)
+  rates = []
+  for step in range(101, 131):
+    clock.now += 0.1
+    if step == 115:
+      with progress.timed("eval", wait_jax_async_dispatch=False):
+        clock.now += 10.0
+    progress(step)
+    if step % 10 == 0:
+      rates.append(progress.latest["steps_per_second"])
+  # A resumed run counts from its first step (100), not from 0.
+  np.testing.assert_allclose(rates, [10.0, 10.0, 10.0], rtol=1e-6)
+  np.testing.assert_allclose(progress.latest["eta_seconds"], 70 / 10.0,
+                             rtol=1e-6)
 
 
 def test_console_line_and_metrics_jsonl(tmp_path):

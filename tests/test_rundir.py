@@ -10,13 +10,13 @@ import sys
 
 import pytest
 
-from jaxcolor import rundir
+from jaxcolor.training import rundir
 
 from helpers import REPO
 
 _HOLD = """
 import sys
-from jaxcolor import rundir
+from jaxcolor.training import rundir
 rundir.acquire(sys.argv[1], name=sys.argv[2], process_index=0)
 print("held", flush=True)
 sys.stdin.read()  # Until killed.

@@ -8,10 +8,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxcolor import backbone
-from jaxcolor import configuration
-from jaxcolor import fid
+from jaxcolor.core import configuration
+from jaxcolor.evaluation import fid
 from jaxcolor.models import torchvision_import
+from jaxcolor.training import backbone
 
 
 class _Payload:

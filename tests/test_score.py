@@ -12,7 +12,7 @@ from skimage import color as skcolor
 from skimage import metrics as skmetrics
 
 import helpers
-from jaxcolor import score
+from jaxcolor.evaluation import scoring
 
 SAMPLE_EVAL = helpers.REPO / "jaxcolor" / "sample_data" / "eval"
 
@@ -52,7 +52,7 @@ def folders(tmp_path):
 
 def test_every_fault_is_named_and_the_rest_is_scored(folders):
   truth, pred = folders
-  result = score.score(truth, pred)
+  result = scoring.score(truth, pred)
   assert result["num_scored"] == 2
   assert result["num_missing"] == 1 and result["num_failed"] == 2
   problems = result["problems"]
@@ -67,7 +67,7 @@ def test_every_fault_is_named_and_the_rest_is_scored(folders):
 
 def test_metrics_match_references(folders):
   truth, pred = folders
-  rows = {r["image"]: r for r in score.score(truth, pred)["per_image"]}
+  rows = {r["image"]: r for r in scoring.score(truth, pred)["per_image"]}
   # A lossless copy of the (decoded) truth: capped PSNR, SSIM 1, ab error 0.
   exact = rows["set/exact"]
   assert exact["prediction_psnr"] == 100.0
@@ -99,14 +99,14 @@ def test_ambiguous_stem_is_a_problem_not_a_guess(tmp_path):
   photo.save(truth / "photo.jpg")
   photo.save(pred / "x" / "photo.png")
   photo.save(pred / "y" / "photo.png")
-  result = score.score(truth, pred)
+  result = scoring.score(truth, pred)
   assert result["num_scored"] == 0
   assert "several predictions" in result["problems"][str(truth / "photo.jpg")]
 
 
 def test_missing_folder_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="--predictions"):
-    score.score(SAMPLE_EVAL, tmp_path / "nowhere")
+    scoring.score(SAMPLE_EVAL, tmp_path / "nowhere")
 
 
 def test_command_line_writes_json_and_csv(folders, tmp_path):

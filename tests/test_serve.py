@@ -20,10 +20,10 @@ import pytest
 from PIL import Image
 
 import helpers
-from jaxcolor import colorize
-from jaxcolor import serve
+from jaxcolor.inference import colorizer as colorizer_lib
 from jaxcolor.web import app as app_lib
 from jaxcolor.web import batcher as batcher_lib
+from jaxcolor.web import server as server_lib
 
 SAMPLE = helpers.REPO / "jaxcolor" / "sample_data" / "eval"
 PHOTO = SAMPLE / "bsds_test_140006.jpg"
@@ -34,7 +34,7 @@ def colorizer(tmp_path_factory):
   run = tmp_path_factory.mktemp("serve") / "run"
   helpers.make_checkpoint(helpers.load_config("configs/default.py"), run,
                           steps=(6,))
-  return colorize.Colorizer.from_workdir(run, batch_size=4)
+  return colorizer_lib.Colorizer.from_workdir(run, batch_size=4)
 
 
 LIMITS = app_lib.Limits(max_upload_bytes=2 << 20, max_pixels=4_000_000,
@@ -49,7 +49,7 @@ def app(colorizer):
 
 @pytest.fixture(scope="module")
 def server(app, colorizer):
-  running = serve.start(app, limits=LIMITS)
+  running = server_lib.start(app, limits=LIMITS)
   yield running.port, colorizer
   running.stop()
 

@@ -21,7 +21,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 from PIL import Image
 
 import helpers

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 import helpers
-from jaxcolor import colorize
-from jaxcolor import video
+from jaxcolor.inference import colorizer as colorizer_lib
+from jaxcolor.inference import film
 
 av = pytest.importorskip("av")
 
@@ -39,7 +39,7 @@ def colorizer(tmp_path_factory):
   run = tmp_path_factory.mktemp("video") / "run"
   helpers.make_checkpoint(helpers.load_config("configs/default.py"), run,
                           steps=(6,))
-  return colorize.Colorizer.from_workdir(run, batch_size=4)
+  return colorizer_lib.Colorizer.from_workdir(run, batch_size=4)
 
 
 def _streams(path):
@@ -54,12 +54,12 @@ def _streams(path):
 def test_video_keeps_size_rate_frames_audio_and_lightness(clips, colorizer,
                                                           tmp_path):
   target = tmp_path / "out" / "gray.mp4"
-  done = video.colorize_video(colorizer, clips / "gray.mp4", target,
+  done = film.colorize_video(colorizer, clips / "gray.mp4", target,
                               progress=False)
   assert done["frames"] == 36 and done["cuts"] == 2
   assert _streams(target) == _streams(clips / "gray.mp4") == {
       "size": (96, 64), "rate": 12.0, "frames": 36, "audio": 1}
-  source, result = video.read_frames(clips / "gray.mp4"), video.read_frames(target)
+  source, result = film.read_frames(clips / "gray.mp4"), film.read_frames(target)
   lightness = lambda rgb: np.asarray(Image.fromarray(rgb).convert("L"), float)
   # L* is the frame's own, up to H.264's lossy coding of the output.
   assert np.mean([np.abs(lightness(a) - lightness(b)).mean()
@@ -68,7 +68,7 @@ def test_video_keeps_size_rate_frames_audio_and_lightness(clips, colorizer,
 
 
 def test_smoothing_averages_within_a_shot_and_resets_at_a_cut():
-  smoother = video.Smoother(strength=0.5, cut_threshold=12.0)
+  smoother = film.Smoother(strength=0.5, cut_threshold=12.0)
   photo = Image.new("RGB", (64, 64), (120, 120, 120))
   other = Image.new("RGB", (64, 64), (20, 20, 20))
   ones, threes = np.ones((4, 4, 2)), 3 * np.ones((4, 4, 2))
@@ -76,7 +76,7 @@ def test_smoothing_averages_within_a_shot_and_resets_at_a_cut():
   np.testing.assert_allclose(smoother(photo, threes), 2 * ones)  # Averaged.
   np.testing.assert_allclose(smoother(other, threes), threes)     # A cut.
   assert smoother.cuts == 1
-  off = video.Smoother(strength=0.0, cut_threshold=12.0)
+  off = film.Smoother(strength=0.0, cut_threshold=12.0)
   off(photo, ones)
   np.testing.assert_allclose(off(photo, threes), threes)
 
@@ -96,9 +96,9 @@ def test_smoothing_lowers_flicker_and_keeps_cuts(clips, colorizer, tmp_path,
               for ab in network(images)]
     monkeypatch.setattr(colorizer, "predict_ab", wavering)
     target = tmp_path / f"s{strength}.mp4"
-    video.colorize_video(colorizer, clips / "gray.mp4", target,
+    film.colorize_video(colorizer, clips / "gray.mp4", target,
                          temporal_smoothing=strength, progress=False)
-    figures[strength] = video.flicker(video.read_frames(target))
+    figures[strength] = film.flicker(film.read_frames(target))
   assert figures[0.0]["cuts"] == figures[0.8]["cuts"] == 2
   assert figures[0.0]["flicker"] > 1.0   # The casts show in the film.
   assert figures[0.8]["flicker"] < 0.5 * figures[0.0]["flicker"]
@@ -121,8 +121,8 @@ def test_bad_videos_are_one_line_and_leave_nothing(clips, colorizer, tmp_path):
   for path, reason in ((not_video, "not a readable video"),
                        (truncated, "not a readable video|no frames|cannot decode"),
                        (audio_only, "no video stream")):
-    with pytest.raises(video.VideoError, match=reason) as error:
-      video.colorize_video(colorizer, path, out / path.name, progress=False)
+    with pytest.raises(film.VideoError, match=reason) as error:
+      film.colorize_video(colorizer, path, out / path.name, progress=False)
     assert str(path) in str(error.value)
   assert not out.exists() or not any(out.iterdir())
 

@@ -14,12 +14,11 @@ platform is the one the programs are compiled for (`System.platform`, from
 the run's devices), not JAX's default backend: a CPU host compiling for a
 TPU topology takes XLA's forms.
 
-Nothing here imports JAX: the config's checks (jaxcolor/configuration.py)
+Nothing here imports JAX: the config's checks (jaxcolor/core/configuration.py)
 read these names, and `xla_cpu` is imported only when selected.
 """
 
-CONV_IMPLS = ("auto", "xla", "cpu")
-CPU_CONV_LIBRARIES = ("eigen", "ynnpack")
+from jaxcolor.core.choices import CONV_IMPLS, CPU_CONV_LIBRARIES
 
 
 def resolve(conv_impl: str, platform: str) -> str:

@@ -14,9 +14,9 @@ from jaxcolor.data.pipeline import create_eval_batches
 from jaxcolor.data.pipeline import create_train_iterator
 from jaxcolor.data.pipeline import training_counts
 from jaxcolor.data.sources import DatasetNotPreparedError
+from jaxcolor.data.sources import NoUsableImagesError
 from jaxcolor.data.sources import check_datasets
 from jaxcolor.data.sources import describe
-from jaxcolor.data.sources import NoUsableImagesError
 
 __all__ = ["create_train_iterator", "create_eval_batches", "describe",
            "training_counts", "CountReport", "DatasetNotPreparedError",

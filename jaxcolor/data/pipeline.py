@@ -115,7 +115,7 @@ class _CountAndDrop(grain.IterDataset):
 
 
 def _counts_in_state(state: Any) -> dict[str, int]:
-  if isinstance(state, bytes):  # jaxcolor.prefetch.DevicePrefetcher's form.
+  if isinstance(state, bytes):  # jaxcolor.data.prefetch.DevicePrefetcher's form.
     state = json.loads(state)
   return {**_new_counts(), **state.get(_STATE_KEY, {})}
 
@@ -125,7 +125,7 @@ def training_counts(iterator: Any) -> dict[str, int]:
 
   `iterator`: from `create_train_iterator`, or anything whose `get_state()`
   returns that iterator's state (as a dict, or as JSON bytes, like
-  `jaxcolor.prefetch.DevicePrefetcher`). Keys `COUNT_KEYS`: 'files_read'
+  `jaxcolor.data.prefetch.DevicePrefetcher`). Keys `COUNT_KEYS`: 'files_read'
   (distinct files read so far), then how many of them were skipped or
   converted, by kind.
   """

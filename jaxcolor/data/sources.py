@@ -30,7 +30,7 @@ import os
 import pathlib
 from typing import Any
 
-from jaxcolor.errors import ConfigError, suggest
+from jaxcolor.core.errors import ConfigError, suggest
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # 'test' last: CIFAR-10 exports come as train/ + test/ only.

@@ -5,7 +5,7 @@ Inception graph `inception-2015-12-05`. pytorch-fid ported that graph's
 weights to PyTorch (`pt_inception-2015-12-05-6726825d.pth`) on torchvision's
 Inception3 with four blocks patched to behave like the TensorFlow graph; this
 module has the same layers and names, so that file converts one to one
-(jaxcolor/fid.py). The differences from torchvision's InceptionV3, all from
+(jaxcolor/evaluation/fid.py). The differences from torchvision's InceptionV3, all from
 the TensorFlow graph:
 
   - the 3x3 average pools inside the A, C and E blocks divide by the number of

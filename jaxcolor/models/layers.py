@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxcolor.core.choices import CONV_DIMENSIONS, NORM_KINDS
+
 Dtype = Any
 NormKind = Literal["batch", "instance", "none"]
-NORM_KINDS = ("batch", "instance", "none")
-_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 # pix2pix reference `init_weights(init_type='normal', init_gain=0.02)`: conv
 # weights N(0, 0.02), biases 0, batch-norm scale N(1, 0.02) and offset 0.
@@ -116,7 +116,7 @@ class Conv2x(_SquareConv):
       return _kernel_bias_apply(
           self, x, lambda x, w: self.backend.conv_stride2(x, w, p))
     return _kernel_bias_apply(self, x, lambda x, w: lax.conv_general_dilated(
-        x, w, (2, 2), ((p, p), (p, p)), dimension_numbers=_DIMENSIONS))
+        x, w, (2, 2), ((p, p), (p, p)), dimension_numbers=CONV_DIMENSIONS))
 
 
 class ConvTranspose2x(_SquareConv):
@@ -178,7 +178,7 @@ class Conv1x(_SquareConv):
       return _kernel_bias_apply(
           self, x, lambda x, w: self.backend.conv_stride1(x, w, p))
     return _kernel_bias_apply(self, x, lambda x, w: lax.conv_general_dilated(
-        x, w, (1, 1), ((p, p), (p, p)), dimension_numbers=_DIMENSIONS))
+        x, w, (1, 1), ((p, p), (p, p)), dimension_numbers=CONV_DIMENSIONS))
 
 
 def dilated_transpose(x: jax.Array, kernel: jax.Array, padding: int,
@@ -193,7 +193,7 @@ def dilated_transpose(x: jax.Array, kernel: jax.Array, padding: int,
   low, high = k - 1 - padding, k - 1 - padding + output_padding
   return lax.conv_general_dilated(
       x, jnp.flip(kernel, (0, 1)), (1, 1), ((low, high), (low, high)),
-      lhs_dilation=(2, 2), dimension_numbers=_DIMENSIONS)
+      lhs_dilation=(2, 2), dimension_numbers=CONV_DIMENSIONS)
 
 
 def _kernel_bias_apply(module: nn.Module, x: jax.Array, convolve) -> jax.Array:

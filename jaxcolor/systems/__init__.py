@@ -8,7 +8,8 @@ import importlib
 
 import ml_collections
 
-from jaxcolor.errors import ConfigError, suggest
+from jaxcolor.core import config_fields
+from jaxcolor.core.errors import ConfigError, suggest
 from jaxcolor.systems.base import System
 
 # name -> "module:Class", relative to this package.
@@ -40,5 +41,17 @@ def get_class(name: str) -> type[System]:
 def create(config: ml_collections.ConfigDict,
            platform: str | None = None) -> System:
   """The system `config.system`, built from `config` (not yet validated),
-  for programs compiled for `platform` (default JAX's default backend)."""
-  return get_class(config.system)(config, platform)
+  for programs compiled for `platform` (default JAX's default backend).
+
+  Systems read their fields as they stand (no fallback values): one the
+  config lacks is a `config_fields.MissingField` naming it.
+  """
+  cls = get_class(config.system)
+  try:
+    return cls(config, platform)
+  except (KeyError, AttributeError) as e:
+    path = config_fields.missing_field(e, config)
+    if path is None:  # Not a lookup in this config: a fault of the code.
+      raise
+    raise config_fields.MissingField(path, f"the {config.system} system"
+                                     ) from None

@@ -19,7 +19,7 @@ from flax.training import train_state
 
 from jaxcolor import backends
 from jaxcolor import models
-from jaxcolor.errors import ConfigError
+from jaxcolor.core.errors import ConfigError
 
 State = dict[str, Any]
 Metrics = dict[str, jax.Array]
@@ -27,7 +27,7 @@ Metrics = dict[str, jax.Array]
 # The phase name of systems that train the same way from start to end.
 SINGLE_PHASE = "train"
 # The state's count of steps whose update was discarded as non-finite
-# (`jaxcolor.divergence.guard_nonfinite`); systems never touch it.
+# (`jaxcolor.training.divergence.guard_nonfinite`); systems never touch it.
 SKIPPED_STEPS = "skipped_steps"
 
 
@@ -113,10 +113,16 @@ class System(abc.ABC):
   """How a training step is composed from networks (see module docstring).
 
   Subclasses set `networks` (the state keys of their networks, in update
-  order) and `config_fields` (top-level config fields they add to the base).
+  order), `config_fields` (top-level config fields they add to the base;
+  their values are the system's config file's, read as they stand) and
+  `newer_fields` (fields of the base's shared sections they read that
+  `base_config` gained after its first form, such as 'loss.gan_weight': a
+  config written before them gets their `base_config` value when it is
+  read back, `config_fields.fill_newer_fields`).
   """
   networks: tuple[str, ...] = ()
   config_fields: tuple[str, ...] = ()
+  newer_fields: tuple[str, ...] = ()
 
   def __init__(self, config: ml_collections.ConfigDict,
                platform: str | None = None):
@@ -236,11 +242,11 @@ class System(abc.ABC):
 def reject_generator_options(config: ml_collections.ConfigDict,
                              system: str) -> None:
   """ConfigError for the GAN generator's options on a system without one."""
-  if config.get("generator_ema_decay", 0.0):
+  if config.generator_ema_decay:
     raise ConfigError(
         f"config.generator_ema_decay={config.generator_ema_decay!r} is "
         f"invalid for the {system} system: it has no GAN generator; use 0.")
-  if config.get("generator_test_mode", "eval") != "eval":
+  if config.generator_test_mode != "eval":
     raise ConfigError(
         f"config.generator_test_mode={config.generator_test_mode!r} is "
         f"invalid for the {system} system: it has no GAN generator; use "

@@ -7,7 +7,7 @@ starts from the same ImageNet ResNet-18. This system is that first stage done
 by the codebase itself: ResNet-18 (`config.classifier`, models/resnet.py)
 trained with softmax cross-entropy, SGD with momentum, weight decay and a
 cosine schedule. Its checkpoint is read back as the U-Net's encoder by
-`config.backbone.source = 'checkpoint'` (jaxcolor/backbone.py).
+`config.backbone.source = 'checkpoint'` (jaxcolor/training/backbone.py).
 
 Input. `classifier.input_channels = 1` (the configs' choice) trains on what
 the colorizer's encoder will see: lightness as L / 50 - 1 in [-1, 1], from
@@ -17,8 +17,8 @@ recipe's RGB, scaled to [-1, 1] (x / 127.5 - 1, the range of L / 50 - 1);
 the U-Net import then sums the stem over its channels, which is exact on
 gray images replicated to RGB.
 
-Optimizer: `config.optimizer.name = 'sgd'` (jaxcolor/optimizers.py), the
-standard ImageNet recipe: momentum 0.9, learning rate 0.1 x batch / 256,
+Optimizer: `config.optimizer.name = 'sgd'` (jaxcolor/training/optimizers.py),
+the standard ImageNet recipe: momentum 0.9, learning rate 0.1 x batch / 256,
 weight decay 1e-4 on the kernels, cosine decay after an optional warm-up.
 """
 
@@ -27,13 +27,13 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxcolor import backbone
-from jaxcolor import color
-from jaxcolor import optimizers
-from jaxcolor.errors import ConfigError
+from jaxcolor.core import color_space
+from jaxcolor.core.errors import ConfigError
 from jaxcolor.systems import base
+from jaxcolor.training import backbone
+from jaxcolor.training import optimizers
 
-# The state key of the network; jaxcolor/backbone.py reads it back.
+# The state key of the network; jaxcolor/training/backbone.py reads it back.
 NETWORK = backbone.CLASSIFY_NETWORK
 INPUT_CHANNELS = (1, 3)
 
@@ -48,8 +48,9 @@ class Classifier(base.System):
                platform: str | None = None):
     super().__init__(config, platform)
     self.network = self.build_network("classifier")
-    self.input_channels = config.classifier.get("input_channels", 3)
-    self.num_classes = config.classifier.get("num_classes", 1000)
+    # The network's fields: the config's, or the module's defaults.
+    self.input_channels = self.network.input_channels
+    self.num_classes = self.network.num_classes
     self.tx, self.schedule = optimizers.create(config.optimizer,
                                                config.num_train_steps)
 
@@ -57,11 +58,12 @@ class Classifier(base.System):
 
   def validate(self) -> None:
     base.reject_generator_options(self.config, "classify")
-    if self.config.optimizer.get("name", "adam") != "sgd":
+    # `optimizers.create` has set the name (its default where none was).
+    if self.config.optimizer.name != "sgd":
       raise ConfigError(
-          f"config.optimizer.name={self.config.optimizer.get('name', 'adam')!r}"
-          " is invalid for the classify system: 'sgd' (the ImageNet recipe; "
-          "see configs/resnet18_classify.py).")
+          f"config.optimizer.name={self.config.optimizer.name!r} is invalid "
+          "for the classify system: 'sgd' (the ImageNet recipe; see "
+          "configs/resnet18_classify.py).")
     if self.input_channels not in INPUT_CHANNELS:
       raise ConfigError(
           f"config.classifier.input_channels={self.input_channels!r} is "
@@ -94,7 +96,7 @@ class Classifier(base.System):
   def network_input(self, image: jax.Array) -> jax.Array:
     """uint8 RGB [B, H, W, 3] -> L / 50 - 1 [B, H, W, 1] or RGB in [-1, 1]."""
     if self.input_channels == 1:
-      lightness, _ = color.split_lab(image)
+      lightness, _ = color_space.split_lab(image)
       return lightness.astype(self.compute_dtype)
     return (image.astype(jnp.float32) / 127.5 - 1.0).astype(self.compute_dtype)
 

@@ -31,11 +31,11 @@ import ml_collections
 import optax
 from absl import logging
 
-from jaxcolor import color
-from jaxcolor import losses
-from jaxcolor import optimizers
-from jaxcolor.errors import ConfigError
+from jaxcolor.core import color_space
+from jaxcolor.core.errors import ConfigError
 from jaxcolor.systems import base
+from jaxcolor.training import losses
+from jaxcolor.training import optimizers
 
 
 def color_loss(pred_ab: jax.Array, ab: jax.Array) -> jax.Array:
@@ -68,7 +68,7 @@ class Iizuka(base.System):
   Config: `config.colorizer` (`{'name': 'iizuka', 'num_classes': ...,
   'width': ..., 'global_size': ...}`), `config.loss.classification_weight`
   (alpha), `config.optimizer` (`name` 'adadelta' or 'adam', see
-  `jaxcolor.optimizers`).
+  `jaxcolor.training.optimizers`).
   """
   networks = ("colorizer",)
   config_fields = ("colorizer",)
@@ -78,7 +78,7 @@ class Iizuka(base.System):
     super().__init__(config, platform)
     self.colorizer = self.build_network("colorizer")
     self.num_classes = self.colorizer.num_classes
-    self.classification_weight = config.loss.get("classification_weight")
+    self.classification_weight = config.loss.classification_weight
     self.tx, self.schedule = optimizers.create(config.optimizer,
                                                config.num_train_steps)
     # Whether evaluation reports the classification accuracy of labelled
@@ -197,7 +197,7 @@ class Iizuka(base.System):
 
   def train_step(self, state, batch, rng):
     del rng  # No dropout, no noise: the step is deterministic.
-    lightness, ab = color.split_lab(batch["image"])
+    lightness, ab = color_space.split_lab(batch["image"])
     lightness = lightness.astype(self.compute_dtype)
     # Static under jit: the batch's structure says whether labels came.
     labels = batch.get("label") if self.num_classes else None
@@ -221,7 +221,7 @@ class Iizuka(base.System):
     """'classification_accuracy' [B]: top-1 on labelled evaluation batches."""
     if not (self.eval_accuracy and self.num_classes and "label" in batch):
       return {}
-    lightness, _ = color.split_lab(batch["image"])
+    lightness, _ = color_space.split_lab(batch["image"])
     # The same forward as `colorize`: XLA merges the two in the eval step
     # (checked: the compiled step has one set of convolutions).
     _, logits = base.apply_eval(state["colorizer"],

@@ -33,16 +33,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxcolor import color
-from jaxcolor import losses
-from jaxcolor import optimizers
-from jaxcolor.errors import ConfigError
+from jaxcolor.core import color_space
+from jaxcolor.core.errors import ConfigError
 from jaxcolor.systems import base
+from jaxcolor.training import losses
+from jaxcolor.training import optimizers
 
 
 class Pix2Pix(base.System):
   """Generator (`config.generator`) + discriminator (`config.discriminator`)."""
   networks = ("discriminator", "generator")
+  newer_fields = ("loss.gan_weight", "loss.l1_warmup_steps")
 
   def __init__(self, config: ml_collections.ConfigDict,
                platform: str | None = None):
@@ -51,13 +52,13 @@ class Pix2Pix(base.System):
     self.discriminator = self.build_network("discriminator")
     self.gan_mode = config.loss.gan_mode
     self.l1_weight = config.loss.l1_weight
-    self.gan_weight = config.loss.get("gan_weight", 1.0)
-    self.warmup_steps = config.loss.get("l1_warmup_steps", 0)
+    self.gan_weight = config.loss.gan_weight
+    self.warmup_steps = config.loss.l1_warmup_steps
     # The first step of the GAN phase (staged systems: their second stage).
     self.gan_start_step = self.warmup_steps
-    self.ema_decay = config.get("generator_ema_decay", 0.0)
-    self.ema_ramp = config.get("generator_ema_ramp", "steps")
-    self.test_mode = config.get("generator_test_mode", "eval")
+    self.ema_decay = config.generator_ema_decay
+    self.ema_ramp = config.generator_ema_ramp
+    self.test_mode = config.generator_test_mode
     self.tx, self.schedule = optimizers.create(config.optimizer,
                                                config.num_train_steps)
 
@@ -167,7 +168,7 @@ class Pix2Pix(base.System):
 
   def lab_pair(self, batch: dict[str, jax.Array]):
     """Network-scaled L [B, H, W, 1] (compute dtype) and ab [B, H, W, 2]."""
-    lightness, ab = color.split_lab(batch["image"])
+    lightness, ab = color_space.split_lab(batch["image"])
     return lightness.astype(self.compute_dtype), ab
 
   def adversarial_step(self, state: base.State, lightness: jax.Array,

@@ -12,11 +12,12 @@ Generator, and Improver". Every step:
        with D the discriminator updated in step 2, held fixed.
 
 `config.loss.discriminator_fake` says what D learns to call fake in step 2:
-'generator' (default): G's output, as above; 'improver': the Improver's
-output on it, I([L, fake_ab]) with the Improver as it stands before its own
-update of this step (a literal reading of sec. 3.5's "the predicted color
-image", the system's final prediction). G is then trained against a D that
-judges refined colors (docs/results.md lists which options are measured).
+'generator' (configs/pix2pix_improver.py's): G's output, as above;
+'improver': the Improver's output on it, I([L, fake_ab]) with the Improver
+as it stands before its own update of this step (a literal reading of sec.
+3.5's "the predicted color image", the system's final prediction). G is then
+trained against a D that judges refined colors (docs/results.md lists which
+options are measured).
 
 The discriminator is pix2pix's, shared: the paper trains three networks,
 "Discriminator, Generator, and Improver" (sec. 3.5), and the Improver's
@@ -34,10 +35,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxcolor.errors import ConfigError
-from jaxcolor import losses
+from jaxcolor.core.errors import ConfigError
 from jaxcolor.systems import base
 from jaxcolor.systems.pix2pix import Pix2Pix
+from jaxcolor.training import losses
 
 
 # What D learns to call fake (config.loss.discriminator_fake).
@@ -53,14 +54,13 @@ class Pix2PixImprover(Pix2Pix):
   def __init__(self, config: ml_collections.ConfigDict,
                platform: str | None = None):
     super().__init__(config, platform)
-    if config.get("improver") is None:
+    if "improver" not in config:
       raise ConfigError(
           "config.improver is missing: the pix2pix_improver system needs "
           "config.improver = {'name': 'improver', 'patch_size': ..., "
           "'hidden_widths': ...}.")
     self.improver = self.build_network("improver")
-    self.discriminator_fake = config.loss.get("discriminator_fake",
-                                              "generator")
+    self.discriminator_fake = config.loss.discriminator_fake
 
   def validate(self) -> None:
     if self.discriminator_fake not in DISCRIMINATOR_FAKES:

@@ -29,8 +29,9 @@ first updated in stage 2 and starts there from its initialization. G's
 batch-norm running statistics carry over.
 
 The encoder can start from pretrained ResNet-18 weights (`config.backbone`,
-jaxcolor/backbone.py): torchvision's ImageNet file or our own classification
-run; they are put into a fresh run's initial state (`load_pretrained`).
+jaxcolor/training/backbone.py): torchvision's ImageNet file or our own
+classification run; they are put into a fresh run's initial state
+(`load_pretrained`).
 """
 
 import jax
@@ -38,12 +39,12 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxcolor import backbone
-from jaxcolor import losses
-from jaxcolor import optimizers
-from jaxcolor.errors import ConfigError
+from jaxcolor.core.errors import ConfigError
 from jaxcolor.systems import base
 from jaxcolor.systems import pix2pix
+from jaxcolor.training import backbone
+from jaxcolor.training import losses
+from jaxcolor.training import optimizers
 
 PRETRAIN = "pretrain"
 ADVERSARIAL = "adversarial"
@@ -69,8 +70,9 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
         key="stages.pretrain_optimizer", steps_name="stages.pretrain_steps")
     self.tx, self.schedule = optimizers.create(config.optimizer,
                                                self.adversarial_steps)
-    self.backbone_config = config.get("backbone", ml_collections.ConfigDict(
-        {"source": "none"}))
+    # Its fields' defaults are jaxcolor/training/backbone.py's (`FIELDS`),
+    # set when the section is checked (`validate`).
+    self.backbone_config = config.backbone
     self._backbone = None
 
   # -- set-up -----------------------------------------------------------------
@@ -116,7 +118,7 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
             jax.random.key(0), jnp.zeros((1, size, size, 1), jnp.float32),
             train=False))
     backbone.into_unet(abstract, self._backbone,
-                       path=self.backbone_config.get("path", ""))
+                       path=self.backbone_config.path)
 
   def init(self, rng: jax.Array) -> base.State:
     state = super().init(rng)
@@ -131,7 +133,7 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
     variables = jax.device_get({"params": generator.params,
                                 "batch_stats": generator.batch_stats})
     variables = backbone.into_unet(variables, self._backbone,
-                                   path=self.backbone_config.get("path", ""))
+                                   path=self.backbone_config.path)
     return dict(state, generator=generator.replace(
         params=variables["params"], batch_stats=variables["batch_stats"]))
 
@@ -150,7 +152,7 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
     """Not one function: each stage has its own (`phase_train_step`)."""
     raise NotImplementedError(
         "StagedPix2Pix trains with one step function per stage: call "
-        "phase_train_step(phase(step)), as jaxcolor/train.py does.")
+        "phase_train_step(phase(step)), as jaxcolor/training/loop.py does.")
 
   def pretrain_step(self, state, batch, rng):
     """Stage 1: one Adam step of G on the L1 loss alone (D untouched)."""

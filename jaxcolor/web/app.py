@@ -19,10 +19,10 @@ upload, an image or a network input over its limit; 415 not an image.
 Starlette gives the routing, HEAD, 405s, multipart parsing and the Host
 check (`TrustedHostMiddleware`: a page on another site cannot reach this
 server by pointing its own name at 127.0.0.1, DNS rebinding); uvicorn
-(`jaxcolor/serve.py`) gives the sockets, a real listen backlog, keep-alive
+(`jaxcolor/web/server.py`) gives the sockets, a real listen backlog, keep-alive
 and connection limits. Ours: what a request may cost (`uploads.py`), the
 network input's pixel budget, checked before it reaches the device
-(`photo_io.rendered`), and the device work (`batcher.Batcher`, which never
+(`rendering.rendered`), and the device work (`batcher.Batcher`, which never
 compiles on the serving path).
 """
 
@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jaxcolor import photo_io
+from jaxcolor.inference import rendering
 from jaxcolor.web import batcher as batcher_lib
 from jaxcolor.web import uploads
 
@@ -167,23 +167,23 @@ def make_app(colorizer, limits: uploads.Limits | None = None, *,
   def prepare(image: Image.Image, render_size: int | None):
     if render_size is None:
       size = colorizer.image_size
-      return photo_io.squeezed(image, size), (size, size)
+      return rendering.squeezed(image, size), (size, size)
     # Long sides padded to a quarter of the render size: a handful of
     # shapes, so of programs, per render size whatever the photos' aspects.
     step = max(multiple, render_size // 4 // multiple * multiple)
     try:
-      return photo_io.rendered(image, render_size, multiple, step=step,
+      return rendering.rendered(image, render_size, multiple, step=step,
                                max_pixels=limits.max_network_pixels)
-    except photo_io.NetworkInputTooLarge as e:
+    except rendering.NetworkInputTooLarge as e:
       raise HTTPException(413, str(e)) from None
     except ValueError as e:
       raise HTTPException(400, str(e)) from None
 
   def finish(image: Image.Image, ab, crop) -> bytes:
-    rgb = photo_io.recombine(image, ab[:crop[0], :crop[1]])
+    rgb = rendering.recombine(image, ab[:crop[0], :crop[1]])
     out = io.BytesIO()
     Image.fromarray(rgb).save(out, format="PNG",
-                              compress_level=photo_io.PNG_COMPRESS_LEVEL)
+                              compress_level=rendering.PNG_COMPRESS_LEVEL)
     return out.getvalue()
 
   async def colorize_endpoint(request: Request) -> Response:

@@ -16,9 +16,9 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from jaxcolor import photo_files
-from jaxcolor import photo_io
 from jaxcolor.data import transforms
+from jaxcolor.inference import photo_paths
+from jaxcolor.inference import rendering
 
 MAX_RENDER_SIZE = 2048
 
@@ -43,7 +43,7 @@ class Limits:
   """
   max_upload_bytes: int = 20 << 20
   max_pixels: int = 40_000_000
-  max_network_pixels: int = photo_io.MAX_NETWORK_PIXELS
+  max_network_pixels: int = rendering.MAX_NETWORK_PIXELS
   max_pixels_in_flight: int = 120_000_000
   body_timeout_s: float = 30.0
   header_timeout_s: float = 10.0
@@ -64,12 +64,12 @@ _DISCARD_FACTOR = 4
 _DISCARD_SECONDS = 5.0
 
 # The status of each refusal of `transforms.decode` (its last event); the
-# words are the colorize command's (`photo_files.REFUSALS`).
+# words are the colorize command's (`photo_paths.REFUSALS`).
 _STATUS = {"not_an_image": 415, "too_large": 413}
 
 
 def _refused(event: str) -> HTTPException:
-  reason = photo_files.REFUSALS.get(event, photo_files.REFUSALS["corrupt"])
+  reason = photo_paths.REFUSALS.get(event, photo_paths.REFUSALS["corrupt"])
   return HTTPException(_STATUS.get(event, 400), f"{reason}.")
 
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcolor import configuration
 from jaxcolor import data
-from jaxcolor import experiment
-from jaxcolor import train
+from jaxcolor.core import configuration
 from jaxcolor.data import sources, transforms
+from jaxcolor.training import experiment
+from jaxcolor.training import loop
 
 from helpers import load_config
 
@@ -246,9 +246,9 @@ def test_training_on_bad_files_counts_each_once_and_survives_resume(
   workdir = tmp_path / "run"
   with warnings.catch_warnings(), caplog.at_level(logging.INFO):
     warnings.simplefilter("error", Image.DecompressionBombWarning)
-    train.train_and_evaluate(config, str(workdir))
+    loop.train_and_evaluate(config, str(workdir))
     config.num_train_steps = 6  # Resumes at step 3, ends in the 2nd epoch.
-    last_eval = train.train_and_evaluate(config, str(workdir))
+    last_eval = loop.train_and_evaluate(config, str(workdir))
 
   expected = _expected([kinds for _, kinds in _bad_files(_photo()).values()],
                        NUM_GOOD)
@@ -301,7 +301,7 @@ def test_no_usable_image_is_one_error_naming_the_folder(tmp_path, monkeypatch):
       (root / split / name).write_bytes(encoded)
     config.dataset = f"folder:{root}"
     with pytest.raises(configuration.ConfigError) as error:
-      train.train_and_evaluate(config, str(tmp_path / f"run_{split}"))
+      loop.train_and_evaluate(config, str(tmp_path / f"run_{split}"))
     message = str(error.value)
     assert str(root / split) in message and "\n" not in message
     assert f"all {len(bad)} files were skipped" in message

@@ -2,7 +2,7 @@
 
 The order of the sub-steps (D, then G against the new D, then the Improver),
 what each one may change, one step on 8 devices against 1, and smoke runs
-of the training job.
+of the training job that must colorize.
 """
 
 import json
@@ -12,17 +12,22 @@ import numpy as np
 import pytest
 
 from jaxcolor import systems
-from jaxcolor import train
 from jaxcolor.systems import base
+from jaxcolor.training import loop
 
-from helpers import (assert_networks_close, assert_same_steps,
-                     init_host_state, load_config, random_batch, run_steps)
+from helpers import (assert_colorization_follows_input, assert_same_steps,
+                     init_host_state, load_config, random_batch, run_steps,
+                     step_errors, with_plain_sgd)
 
 # One worker runs the whole file: its tests share module-scoped results
 # (`python -m pytest -n 2` distributes with --dist loadgroup, pyproject.toml).
 pytestmark = pytest.mark.xdist_group("systems_gan")
 
 CONFIGS = ("configs/dla_cdcgan.py", "configs/pix2pix_improver.py")
+# Plain SGD's rate in the step comparisons (helpers.with_plain_sgd): D moves
+# enough in one step that G's GAN loss against the new D differs from the
+# one against the old D by far more than rounding (test below).
+SGD_RATE = 0.1
 
 
 def relative_error(a, b) -> float:
@@ -45,7 +50,7 @@ def one_device_step():
 
   def get(path):
     if path not in cache:
-      config = load_config(path)
+      config = with_plain_sgd(load_config(path), SGD_RATE)
       state = init_host_state(config)
       one_device = run_steps(config, jax.devices()[:1], 1,
                              initial_state=state)
@@ -101,19 +106,25 @@ def test_improver_step_order_and_isolation(one_device_step):
   # step, the Improver against the same D and on G's output from before G's
   # update; neither G's nor the Improver's update moves D (its parameters or
   # running statistics), nor the Improver's update G.
-  assert_networks_close(full, after_i, networks,
-                        step_size=config.optimizer.learning_rate)
+  # Per tensor, gradients and batch statistics (helpers.step_errors): the
+  # two are one program and three, so only their rounding differs. Measured
+  # worst: 1.1e-6 (a batch-norm scale's gradient in D).
+  composed = dict(jax.device_get(after_i), step=full["step"])
+  errors = step_errors((composed, []), (full, []), state0)
+  worst = max(errors, key=errors.get)
+  assert errors[worst] < 1e-5, (worst, errors[worst])
   for key in ("generator_gan_loss", "generator_l1_loss", "improver_gan_loss",
               "improver_l1_loss"):
     np.testing.assert_allclose(metrics[key], {**g_metrics, **i_metrics}[key],
                                rtol=1e-5, err_msg=key)
   # The same sub-steps against the discriminator from before its update give
-  # other losses: the comparison above tells the orders apart.
+  # other losses (measured: 36 % apart, where rounding is 1e-6): the
+  # comparison above tells the orders apart.
   _, g_metrics_old_d = update_generator(state0)
   _, i_metrics_old_d = update_improver(state0, fake_ab)
   for key, old in (("generator_gan_loss", g_metrics_old_d),
                    ("improver_gan_loss", i_metrics_old_d)):
-    assert relative_error(old[key], metrics[key]) > 1e-4, key
+    assert relative_error(old[key], metrics[key]) > 1e-2, key
 
   # Inference: the final output (first) is the Improver's.
   outputs = system.colorize(state0, lightness)
@@ -122,23 +133,37 @@ def test_improver_step_order_and_isolation(one_device_step):
     assert ab_out.shape == ab.shape
 
 
-@pytest.mark.parametrize("path", [
-    # The DLA's 8-device compile takes minutes on 2 cores: `pytest -m slow`.
-    pytest.param(CONFIGS[0], marks=pytest.mark.slow), CONFIGS[1]])
-def test_step_on_8_devices_equals_1_device(path, one_device_step):
+# One step on 8 devices against 1, per tensor (helpers.step_errors), each
+# system's tolerance a few times its measured worst error (2-core x86 CPU,
+# XLA:CPU, the smoke presets' XLA convolutions): DLA C-DCGAN 6.7e-6 (a
+# batch-norm scale's gradient in the DLA generator), pix2pix + Improver
+# 1.0e-6. A real bug is 4-6 orders of magnitude above: each device's
+# gradient of its own shard, not averaged, gives errors up to 23 (DLA) and
+# 4.3 (Improver) on the worst tensor and above 1 on most; per-device batch
+# statistics with averaged gradients up to 8.4 and 1.5.
+@pytest.mark.parametrize("path, rtol", [(CONFIGS[0], 3e-5), (CONFIGS[1], 1e-5)])
+def test_step_on_8_devices_equals_1_device(path, rtol, one_device_step):
   assert jax.device_count() == 8
   config, state0, one_device = one_device_step(path)
   assert_same_steps(
       run_steps(config, jax.devices(), 1, initial_state=state0), one_device,
-      systems.create(config).networks,
-      step_size=config.optimizer.learning_rate)
+      state0, rtol=rtol)
 
 
 def test_smoke_runs(tmp_path, one_device):
   results = {}
   for path in CONFIGS:
     workdir = tmp_path / path.split("/")[-1].removesuffix(".py")
-    train.train_and_evaluate(load_config(path), str(workdir))
+    config = load_config(path)
+    if path == "configs/dla_cdcgan.py":
+      # Six steps leave batch norm's running statistics 0.9^6 = 53 % the
+      # initial ones, and through the deep, narrow smoke DLA they shrink
+      # the signal to nothing: with them (test mode 'eval') its output is
+      # the same color everywhere to 2e-4 and for every photo to 3e-7 (Lab
+      # units), i.e. blind. Each photo's own statistics (Isola et al.'s
+      # test mode) show what the six steps trained.
+      config.generator_test_mode = "train"
+    loop.train_and_evaluate(config, str(workdir))
     lines = [json.loads(l)
              for l in (workdir / "metrics.jsonl").read_text().splitlines()]
     train_keys = set().union(*(l for l in lines if "generator_loss" in l))
@@ -164,16 +189,25 @@ def test_smoke_runs(tmp_path, one_device):
   assert evaluation["psnr"] == evaluation["improver_psnr"]
   assert evaluation["ssim"] == evaluation["improver_ssim"]
 
+  # Logs, files and finite metrics come from a generator that outputs zeros
+  # or ignores its input too: the trained runs must colorize, through each
+  # output (the Improver's and the generator's beneath it).
+  for path in CONFIGS:
+    workdir = tmp_path / path.split("/")[-1].removesuffix(".py")
+    assert_colorization_follows_input(workdir)
+  assert_colorization_follows_input(tmp_path / "pix2pix_improver",
+                                    output="generator")
 
-def test_step_on_8_devices_equals_1_device_with_xla_convolutions():
-  """With XLA's own convolutions (what GPUs and TPUs run) the 8-device step
-  matches the 1-device step tensor by tensor, without the element-wise
-  allowance for Adam's first step on near-zero gradients that the
-  custom-gradient forms need."""
-  config = load_config(CONFIGS[1])
-  config.conv_impl = "xla"
+
+def test_step_on_8_devices_equals_1_device_in_the_cpu_forms():
+  """In the CPU's convolution forms (jaxcolor/backends/xla_cpu: patches and
+  matrix products, with gradients of their own) as in XLA's convolutions:
+  measured worst error 2.9e-6 (a batch-norm scale of D), against up to 4.3
+  for the bugs above."""
+  config = with_plain_sgd(load_config(CONFIGS[1]), SGD_RATE)
+  config.conv_impl = "cpu"
   state0 = init_host_state(config)
   assert_same_steps(
       run_steps(config, jax.devices(), 1, initial_state=state0),
       run_steps(config, jax.devices()[:1], 1, initial_state=state0),
-      systems.create(config).networks)
+      state0, rtol=1e-5)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from helpers import REPO, load_config, random_batch
 
-from jaxcolor import experiment
-from jaxcolor import parallel
 from jaxcolor import systems
-from jaxcolor import train_step
+from jaxcolor.core import parallel
+from jaxcolor.training import experiment
+from jaxcolor.training import train_step
 
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.py"))
 

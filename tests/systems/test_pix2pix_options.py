@@ -8,14 +8,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxcolor import backbone
-from jaxcolor import color
-from jaxcolor import configuration
 from jaxcolor import data
-from jaxcolor import parallel
 from jaxcolor import systems
-from jaxcolor import train_step
+from jaxcolor.core import color_space
+from jaxcolor.core import configuration
+from jaxcolor.core import parallel
 from jaxcolor.systems import pix2pix
+from jaxcolor.training import backbone
+from jaxcolor.training import train_step
 
 from helpers import init_host_state, load_config, random_batch
 
@@ -134,7 +134,7 @@ def test_train_test_mode_uses_each_photos_own_statistics():
   config = load_config("configs/default.py")
   state = init_host_state(config)
   batch = random_batch(4, config.image_size, seed=3)["image"]
-  lightness, _ = color.split_lab(jnp.asarray(batch))
+  lightness, _ = color_space.split_lab(jnp.asarray(batch))
   config.generator_test_mode = "train"
   isola = systems.create(config)
   alone = isola.colorize(state, lightness[:1])["generator"]

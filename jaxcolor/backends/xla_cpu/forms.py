@@ -40,6 +40,7 @@ from jax import lax
 from jaxcolor.backends.xla_cpu import products
 from jaxcolor.backends.xla_cpu import recompute
 from jaxcolor.backends.xla_cpu import winograd
+from jaxcolor.core.choices import CONV_DIMENSIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +115,7 @@ class CpuConvForms:
       return winograd.correlate(x, kernel, padding)
     return lax.conv_general_dilated(
         x, kernel, (1, 1), ((padding, padding), (padding, padding)),
-        dimension_numbers=products.DIMENSIONS)
+        dimension_numbers=CONV_DIMENSIONS)
 
   def recompute(self, module: nn.Module, *inputs: Any, train: bool) -> Any:
     """`module(*inputs, train)` recomputed in the backward pass, in the form

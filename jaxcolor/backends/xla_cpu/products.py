@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+from jaxcolor.core.choices import CONV_DIMENSIONS
+
 
 
 def swap_io(kernel: jax.Array) -> jax.Array:
@@ -68,7 +69,7 @@ def phase_convolutions(x: jax.Array, kernel: jax.Array,
     return lax.conv_general_dilated(
         x, sub_kernel, window_strides=(1, 1),
         padding=((row_lo, row_hi), (col_lo, col_hi)),
-        dimension_numbers=DIMENSIONS)
+        dimension_numbers=CONV_DIMENSIONS)
   return interleaved(phase)
 
 
@@ -131,7 +132,7 @@ def strided(x: jax.Array, kernel: jax.Array,
   """`lax` stride-2 convolution, padding `pads` (low, high) on both axes."""
   return lax.conv_general_dilated(x, kernel, window_strides=(2, 2),
                                   padding=(pads, pads),
-                                  dimension_numbers=DIMENSIONS)
+                                  dimension_numbers=CONV_DIMENSIONS)
 
 
 def strided_output_size(shape: tuple[int, ...], k: int,

@@ -1,0 +1,1 @@
+"""Timing the step and compiling for accelerators that are not here."""

@@ -1,0 +1,1 @@
+"""Scoring colorizations: metrics, FID, evaluation over a split, reports."""

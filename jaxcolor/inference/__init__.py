@@ -1,0 +1,1 @@
+"""Colorizing photos and films with a trained run or an artifact."""

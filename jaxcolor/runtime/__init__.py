@@ -1,0 +1,1 @@
+"""How a process starts: the jobs' command line, platforms, hosts, host memory."""

@@ -1,0 +1,1 @@
+"""Reading what a user hands over (files, archives, downloads) without trusting it."""
