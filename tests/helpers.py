@@ -76,7 +76,7 @@ def run_steps(config, devices, num_steps: int, initial_state=None,
   abstract = jax.eval_shape(system.init, init_rng)
   if initial_state is None:
     _, sharding = train_step.jit_train_step(system, mesh, abstract)
-    state = experiment.initial_state(system, sharding, init_rng)
+    state = experiment.init_state(system, sharding, init_rng)
   else:  # Its values, in this system's tree (static fields are per system).
     sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
     state = jax.device_put(jax.tree.unflatten(

@@ -56,7 +56,7 @@ class Experiment:
   def init_state(self) -> Any:
     """A fresh state in its shardings, with the configured pretrained
     weights (`System.load_pretrained`)."""
-    state = initial_state(self.system, self.state_sharding, self.init_rng)
+    state = init_state(self.system, self.state_sharding, self.init_rng)
     pretrained = self.system.load_pretrained(state)
     if pretrained is not state:
       state = jax.device_put(pretrained, self.state_sharding)
@@ -129,7 +129,7 @@ def build(config: ml_collections.ConfigDict, *, data: DataCheck = "train",
                     state_sharding=state_sharding)
 
 
-def initial_state(system: systems.System, state_sharding: Any, rng: jax.Array):
+def init_state(system: systems.System, state_sharding: Any, rng: jax.Array):
   """`system.init` jitted straight into its shardings (no host copy).
 
   Initialization draws with the non-partitionable threefry: the initial
