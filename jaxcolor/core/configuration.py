@@ -346,9 +346,8 @@ def smoke_preset(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   Each config then shrinks its own networks.
 
   A smoke run is all compilation: it takes XLA's own convolutions, which
-  compile in about half the time of the CPU forms that `auto` picks on a CPU
-  (pix2pix's smoke run end to end from a cold cache: 13.9 s against 27.8 s on
-  the 2-core test machine) and compute the same function.
+  compile faster than the CPU forms that `auto` picks on a CPU and compute
+  the same function (docs/benchmarks.md, "`conv_impl` on a CPU").
   """
   c.dataset = "sample"
   c.eval_dataset = ""
