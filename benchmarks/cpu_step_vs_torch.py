@@ -163,7 +163,7 @@ def one_process(args) -> dict:
   built = experiment.build(config, data="none", devices=jax.devices()[:1])
   step, sharding = train_step.jit_train_step(built.system, built.mesh,
                                              built.abstract_state)
-  box = {"state": experiment.init_state(built.system, sharding,
+  box = {"state": experiment.initial_state(built.system, sharding,
                                         built.init_rng)}
   batch = parallel.global_batch(step_timing.synthetic_batch(config), built.mesh)
 

@@ -30,10 +30,15 @@ steps) whose held-out PSNR stays above the gray baseline's.
 docs/results.md has its scores on bsds_test against the goal, the
 frontier, and the run's wall time.
 
-Run (PHOTOS: a folder of color photos, e.g. photos256 without bsds_test/):
+Presets `bins`, `bins_l1` and `bins_gan` predict colour as a distribution over a*b*
+bins instead (Zhang et al. 2016, beyond the seed papers: docs/systems.md,
+"Colour as a distribution"); docs/results.md has their rows.
+
+Run (PHOTOS: a folder of color photos, e.g. photos256 without its test splits):
   python -m jaxcolor.main --config configs/cpu_budget.py --workdir runs/cpu_budget \
       --config.dataset=folder:PHOTOS
   tools/quality_protocol.sh configs/cpu_budget.py runs/cpu_budget   # + scores
+  tools/quality_protocol.sh configs/cpu_budget.py:bins_gan runs/bins_gan
   python -m jaxcolor.main --config configs/cpu_budget.py:smoke --workdir /tmp/smoke
 """
 
@@ -41,7 +46,7 @@ from jaxcolor.core.configuration import base_config, check_presets, smoke_preset
 
 
 def get_config(arg=None):
-  presets = check_presets(arg, ("smoke",))
+  presets = check_presets(arg, ("smoke", "bins", "bins_l1", "bins_gan"))
   c = base_config()
   c.system = "pix2pix"
   c.dataset = "sample"
@@ -64,6 +69,23 @@ def get_config(arg=None):
   c.num_eval_images = 0          # The whole held-out split.
   c.eval_batch_size = 16
   c.num_grid_images = 8
+
+  if presets & {"bins", "bins_l1", "bins_gan"}:
+    # Colour as a distribution (Zhang et al. 2016; docs/systems.md): the
+    # U-Net scores 262 a*b* bins at 1/4 size and outputs their annealed
+    # mean. `bins`: the rebalanced cross-entropy alone, every step (no GAN,
+    # no L1: Zhang et al.'s recipe). `bins_l1`: the cross-entropy and
+    # L1 10, every step, no GAN. `bins_gan`: the cross-entropy and a
+    # lighter L1 (10, not 100: at 100 its gradient on the decoded mean
+    # outweighs the cross-entropy's several times and pulls the
+    # distribution back to the brown mean) in the warm-up, then the GAN.
+    c.generator.ab_bins = True
+    c.generator.bins_level = 2
+    c.loss.bins_weight = 1.0
+    c.loss.l1_weight = 0.0 if "bins" in presets else 10.0
+    if "bins_gan" not in presets:  # No GAN phase.
+      c.loss.l1_warmup_steps = c.num_train_steps
+      c.generator_ema_ramp = "steps"
 
   if "smoke" in presets:
     smoke_preset(c)

@@ -40,7 +40,7 @@ def main(argv) -> None:
       render_size=F.render_size, batch_size=F.batch_size,
       file_format=F.format, jpeg_quality=F.jpeg_quality,
       overwrite=F.overwrite, temporal_smoothing=F.temporal_smoothing,
-      cut_threshold=F.cut_threshold)
+      cut_threshold=F.cut_threshold, upsample=F.upsample)
   sys.exit(colorize_job.run(argv[1:], options, job.program()))
 
 
@@ -57,6 +57,10 @@ def _define_flags() -> None:
   flags.DEFINE_integer("render_size", None, "The shorter side the network "
                        "sees, aspect kept; default: the training size's "
                        "square.")
+  flags.DEFINE_enum("upsample", "bilinear", ["bilinear", "guided"],
+                    "How the network's a*b* reach the photo's size: "
+                    "bilinear, or guided by the photo's own L* (edges "
+                    "without colour bleeding; docs/usage.md).")
   flags.DEFINE_integer("checkpoint", None, "Checkpoint step; default: newest.")
   flags.DEFINE_string("output", None, "Folder for the colorized images; not "
                       "an input folder nor inside one.")

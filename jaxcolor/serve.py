@@ -26,6 +26,7 @@ def main(argv) -> None:
   F = flags.FLAGS
   server.serve(workdir=F.workdir, model=F.model, host=F.host, port=F.port,
                allowed=F.allowed_hosts, batch_size=F.batch_size,
+               upsample=F.upsample,
                limits=server.limits_for(F.max_upload_mb, F.max_megapixels,
                                         F.body_timeout, F.header_timeout))
 
@@ -37,6 +38,9 @@ def _define_flags() -> None:
                       "interface; only on a trusted network or behind a "
                       "proxy).")
   flags.DEFINE_integer("port", 8000, "Port (0: any free one).")
+  flags.DEFINE_enum("upsample", "bilinear", ["bilinear", "guided"],
+                    "How the a*b* reach the photo's size: bilinear, or "
+                    "guided by the photo's own L*.")
   flags.DEFINE_list("allowed_hosts", [], "Host header values to answer "
                     "besides the loopback names and --host, e.g. the public "
                     "name behind a proxy; '*': any.")

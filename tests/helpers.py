@@ -55,7 +55,7 @@ def init_host_state(config):
   initialize once, then start several runs from it."""
   system = systems.create(config)
   init_rng = jax.random.split(jax.random.key(config.seed))[0]
-  with jax.threefry_partitionable(False):  # As experiment.init_state.
+  with jax.threefry_partitionable(False):  # As experiment.initial_state.
     return jax.device_get(jax.jit(system.init)(init_rng))
 
 
@@ -76,7 +76,7 @@ def run_steps(config, devices, num_steps: int, initial_state=None,
   abstract = jax.eval_shape(system.init, init_rng)
   if initial_state is None:
     _, sharding = train_step.jit_train_step(system, mesh, abstract)
-    state = experiment.init_state(system, sharding, init_rng)
+    state = experiment.initial_state(system, sharding, init_rng)
   else:  # Its values, in this system's tree (static fields are per system).
     sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
     state = jax.device_put(jax.tree.unflatten(

@@ -235,7 +235,7 @@ def test_dataset_is_checked_before_the_workdir_and_any_compile(tmp_path,
                                                                monkeypatch):
   def compiles(*args, **kwargs):
     raise AssertionError("compiled before the dataset was checked")
-  monkeypatch.setattr(experiment, "init_state", compiles)
+  monkeypatch.setattr(experiment, "initial_state", compiles)
   config = load_config("configs/default.py")
   config.eval_dataset = f"folder:{tmp_path / 'absent'}"
   with pytest.raises(configuration.ConfigError, match="config.eval_dataset"):

@@ -55,7 +55,7 @@ def test_evaluator_metrics_match_independent_computation():
   mesh = parallel.make_mesh()
   abstract = jax.eval_shape(system.init, jax.random.key(0))
   sharding = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
-  state = experiment.init_state(system, sharding, jax.random.key(0))
+  state = experiment.initial_state(system, sharding, jax.random.key(0))
   features = jax.jit(_stand_in_features)
   evaluator = evaluator_lib.Evaluator(system, mesh, sharding,
                                    fid=fid.FIDAccumulator(features))

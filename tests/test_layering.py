@@ -31,7 +31,7 @@ FLOORS = (
      "data.transforms", "data.sharding", "evaluation.color_metrics",
      "evaluation.image_grid", "training.losses", "training.optimizers",
      "training.preemption", "benchmarking.chips", "benchmarking.flops",
-     "safety.untrusted"),
+     "safety.untrusted", "inference.guided_upsampling"),
     # Parts: how a job starts, data, networks, files in and out.
     ("runtime.job", "data.*", "data", "models.*", "safety.*",
      "training.rundir", "training.checkpointing", "training.run_log",
@@ -44,17 +44,18 @@ FLOORS = (
     # The systems: each paper's training step.
     ("systems.base", "systems.*", "systems"),
     # What runs around a step.
-    ("training.divergence", "evaluation.evaluator"),
+    ("training.divergence", "training.ab_prior", "evaluation.evaluator"),
     ("training.train_step", "training.experiment"),
     # The jobs' libraries.
     ("training.loop", "evaluation.checkpoints", "evaluation.scoring",
-     "inference.run_loading", "inference.colorizer", "inference.colorize_job",
+     "evaluation.temperature", "inference.run_loading", "inference.colorizer",
+     "inference.colorize_job",
      "inference.exporting", "benchmarking.compile_only",
      "benchmarking.colorize_timing", "benchmarking.step_timing",
      "web.server"),
     # The commands: flags, then one call into the library.
     ("main", "train", "evaluate", "colorize", "export", "serve", "score",
-     "benchmark", "video", "cli"),
+     "benchmark", "video", "ab_prior", "temperature", "cli"),
 )
 # Packages that import their modules by name (`importlib`): a registry.
 REGISTRIES = ("models", "systems")

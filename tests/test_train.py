@@ -174,7 +174,7 @@ def test_short_run_lowers_l1():
   init_rng, step_rng = jax.random.split(jax.random.key(0))
   step_fn, sharding = train_step.jit_train_step(
       system, mesh, jax.eval_shape(system.init, init_rng))
-  state = experiment.init_state(system, sharding, init_rng)
+  state = experiment.initial_state(system, sharding, init_rng)
   photos = data.create_train_iterator(
       "sample", image_size=config.image_size,
       global_batch_size=config.batch_size, seed=0)

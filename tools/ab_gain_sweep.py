@@ -21,10 +21,10 @@ import jax
 import numpy as np
 
 from jaxcolor import colorize
-from jaxcolor import photo_files
-from jaxcolor import photo_io
-from jaxcolor import rundir
-from jaxcolor import score
+from jaxcolor.evaluation import scoring as score
+from jaxcolor.inference import photo_paths as photo_files
+from jaxcolor.inference import rendering as photo_io
+from jaxcolor.training import rundir
 from jaxcolor.data import sources
 from jaxcolor.data import transforms
 

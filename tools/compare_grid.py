@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from skimage import color as skcolor
 
-from jaxcolor import image_grid
+from jaxcolor.evaluation import image_grid
 from jaxcolor.data import sources
 
 

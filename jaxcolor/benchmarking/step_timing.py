@@ -116,7 +116,7 @@ def time_train_step(config: ml_collections.ConfigDict, *, steps: int,
                                       phase)
 
   start = time.perf_counter()
-  state = jax.block_until_ready(experiment.init_state(
+  state = jax.block_until_ready(experiment.initial_state(
       system, built.state_sharding, built.init_rng))
   init_s = time.perf_counter() - start
   step_rng = built.step_rng

@@ -104,8 +104,11 @@ def base_config() -> ml_collections.ConfigDict:
   # GAN systems: gan_weight * cGAN + l1_weight * L1 (pix2pix: 1 and 100).
   # l1_warmup_steps: the first steps train G on L1 alone (D untouched), the
   # remedy paper 003 (sec. 6.5) gives for the early GAN's wild colors.
+  # bins_weight: the class-rebalanced cross-entropy over a*b* bins (Zhang et
+  # al. 2016), for a generator with ab_bins=True (core/ab_bins.py); 0 = off.
   c.loss = ml_collections.ConfigDict({"gan_mode": "vanilla", "l1_weight": 100.0,
-                                      "gan_weight": 1.0, "l1_warmup_steps": 0})
+                                      "gan_weight": 1.0, "l1_warmup_steps": 0,
+                                      "bins_weight": 0.0})
   # GAN systems: an exponential moving average of the generator's weights
   # (and batch statistics), evaluated as output 'generator_ema' beside the
   # raw weights and used by colorize; 0 = off. Its decay ramps up as

@@ -49,6 +49,7 @@ class Options:
   overwrite: bool = False
   temporal_smoothing: float = 0.6
   cut_threshold: float = 12.0
+  upsample: str = "bilinear"
 
 
 def run(inputs: Sequence[str], options: Options, program: str) -> int:
@@ -115,11 +116,13 @@ def _colorizer(o: Options) -> Colorizer:
       raise UsageError("--checkpoint and --network_output choose within a "
                        "run; an artifact holds one step and one output.")
     return Colorizer.from_pretrained(o.model, batch_size=o.batch_size,
-                                     render_size=o.render_size)
+                                     render_size=o.render_size
+                                     ).with_upsample(o.upsample)
   return Colorizer.from_workdir(o.workdir, o.checkpoint,
                                 batch_size=o.batch_size,
                                 output=o.network_output,
-                                render_size=o.render_size)
+                                render_size=o.render_size
+                                ).with_upsample(o.upsample)
 
 
 def _colorize_clip(colorizer: Colorizer, clip: str, target: pathlib.Path,

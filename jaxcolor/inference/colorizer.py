@@ -35,6 +35,7 @@ from jaxcolor import systems
 from jaxcolor.core import color_space
 from jaxcolor.core.errors import JobError
 from jaxcolor.inference import artifact
+from jaxcolor.inference import guided_upsampling
 from jaxcolor.inference import rendering
 from jaxcolor.inference import run_loading
 from jaxcolor.training import checkpointing
@@ -57,6 +58,8 @@ def default_devices() -> list[jax.Device]:
 
 class Colorizer:
   """A trained system that colorizes whole images (see module docstring)."""
+  # How the a*b* reach the photo's size (`with_upsample`).
+  upsample = "bilinear"
 
   def __init__(self, system: systems.System, state: Any, *, image_size: int,
                step: int | None = None, batch_size: int = 8,
@@ -173,6 +176,11 @@ class Colorizer:
     """
     run_dir = rundir.RunDir(workdir)
     config = run_dir.read_config()
+    temperature = run_dir.read_temperature()
+    if temperature is not None and "ab_bins" in config.generator and (
+        config.generator.ab_bins):
+      # Chosen on the run's held-out split (jaxcolor/evaluation/temperature.py).
+      config.generator.bins_temperature = temperature
     if not run_dir.checkpoint_dir.is_dir():
       raise FileNotFoundError(f"No checkpoints in {workdir}.")
     checkpointer = checkpointing.Checkpointer(run_dir.checkpoint_dir, keep=1,
@@ -306,6 +314,21 @@ class Colorizer:
                  render_size, self.devices)
     return other
 
+  def with_upsample(self, upsample: str) -> "Colorizer":
+    """The same colorizer (sharing its arrays) bringing the a*b* to the
+    photo's size by `upsample`: 'bilinear' or 'guided' (along the photo's
+    L*: jaxcolor/inference/guided_upsampling.py).
+
+    Raises:
+      ColorizerError: another mode.
+    """
+    if upsample not in guided_upsampling.MODES:
+      raise ColorizerError(f"upsample={upsample!r} is invalid: one of "
+                           f"{', '.join(guided_upsampling.MODES)}.")
+    other = copy.copy(self)
+    other.upsample = upsample
+    return other
+
   def colorize(self, image: np.ndarray | Image.Image) -> np.ndarray:
     """One image (array or Pillow image) -> uint8 RGB [H, W, 3], same size."""
     return self.colorize_batch([image])[0]
@@ -318,8 +341,13 @@ class Colorizer:
     uint16 (0..65535) or float in [0, 1].
     """
     prepared = [rendering.as_image(image) for image in images]
-    return [rendering.recombine(image, ab)
+    return [self.recombine(image, ab)
             for image, ab in zip(prepared, self.predict_ab(prepared))]
+
+  def recombine(self, image: Image.Image, ab: np.ndarray) -> np.ndarray:
+    """The photo's L* with the network's a*b* [h, w, 2] brought to its size
+    (`upsample`) -> uint8 RGB [H, W, 3]."""
+    return rendering.recombine(image, ab, self.upsample)
 
   def lowered(self, batch: np.ndarray) -> jax.stages.Lowered:
     """The network program for `batch`'s shape, lowered (for its cost)."""

@@ -158,7 +158,7 @@ def colorize_video(colorizer, source: str | os.PathLike,
           for packet in audio_packets:
             output.mux(packet)
           for frame, image, ab in zip(batch, prepared, abs_):
-            rgb = rendering.recombine(image, smoother(image, ab))
+            rgb = colorizer.recombine(image, smoother(image, ab))
             out = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             out.pts, out.time_base = frame.pts, frame.time_base
             for packet in out_video.encode(out):

@@ -300,7 +300,7 @@ def colorize_files(colorizer, inputs: Sequence[str], output: str, *,
         seconds[stage] += time.perf_counter() - start
 
   def write(image, ab, target):
-    save_image(rendering.recombine(image, ab), target, file_format, jpeg_quality,
+    save_image(colorizer.recombine(image, ab), target, file_format, jpeg_quality,
                overwrite=overwrite)
 
   def finish(writes):

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcolor.core import ab_bins as ab_bins_lib
 from jaxcolor.models import layers
 
 Dtype = Any
@@ -101,6 +102,15 @@ class UNetGenerator(nn.Module):
       when train=True with the rng 'dropout'. 0 disables it.
     conv_backend: the stride-2 layers' forms: None (XLA's convolutions)
       or a backend's (layers.py); parameters and function are the same.
+    ab_bins: colour as a distribution (Zhang et al. 2016, core/ab_bins.py;
+      beyond the pix2pix paper): the decoder stops at level `bins_level`
+      (size H / 2**bins_level, 1/4 as Zhang et al.), where a 1x1
+      convolution `bins_head` reads the input the next level would have
+      read ([skip, decoder output], ReLU) and scores the in-gamut a*b* bins.
+      The call then returns (ab, logits): ab the annealed mean at
+      `bins_temperature`, resized bilinearly to the input's size, and the
+      float32 logits [B, H / 2**bins_level, W / 2**bins_level, Q] for the
+      rebalanced cross-entropy. The levels below `bins_level` are not built.
   """
   output_channels: int = 2
   num_downsamplings: int = 8
@@ -110,10 +120,14 @@ class UNetGenerator(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   conv_backend: Any = None
+  ab_bins: bool = False
+  bins_level: int = 2
+  bins_temperature: float = ab_bins_lib.PAPER_TEMPERATURE
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """Colors a batch: [B, H, W, C_in] -> [B, H, W, output_channels]."""
+  def __call__(self, x: jax.Array, train: bool):
+    """Colors a batch: [B, H, W, C_in] -> [B, H, W, output_channels]
+    (with `ab_bins`: the pair (ab, logits))."""
     n = self.num_downsamplings
     if n < 2:
       raise ValueError(f"num_downsamplings={n}; the U-Net needs at least 2.")
@@ -125,6 +139,12 @@ class UNetGenerator(nn.Module):
       raise ValueError(
           f"Input size {height}x{width} is not divisible by 2**{n} = {2 ** n}, "
           f"as a U-Net with num_downsamplings={n} needs.")
+    if self.ab_bins and not 1 <= self.bins_level < n:
+      raise ValueError(f"bins_level={self.bins_level} is invalid: between 1 "
+                       f"and num_downsamplings - 1 = {n - 1}.")
+    if self.ab_bins and not self.bins_temperature > 0:
+      raise ValueError(f"bins_temperature={self.bins_temperature} is "
+                       "invalid: a positive number.")
 
     use_bias = layers.uses_bias(self.norm)
     widths = level_widths(n, self.ngf)
@@ -167,7 +187,8 @@ class UNetGenerator(nn.Module):
       if level < innermost:
         skips.append(h)
 
-    for level in reversed(range(1, n)):
+    last_level = self.bins_level if self.ab_bins else 1
+    for level in reversed(range(last_level, n)):
       if level < innermost:
         # The reference's in-place LeakyReLU turns the skip it concatenates
         # into LeakyReLU(skip); the ReLU that comes next makes that the same
@@ -179,6 +200,13 @@ class UNetGenerator(nn.Module):
       if level in dropout_levels and self.dropout_rate > 0:
         h = nn.Dropout(self.dropout_rate, deterministic=not train,
                        name=f"dropout_{level}")(h)
-    h = nn.relu(jnp.concatenate([skips[0], h], axis=-1))
+    h = nn.relu(jnp.concatenate([skips[last_level - 1], h], axis=-1))
+    if self.ab_bins:
+      logits = nn.Conv(ab_bins_lib.num_bins(), (1, 1), dtype=self.dtype,
+                       param_dtype=self.param_dtype, kernel_init=layers.conv_init,
+                       name="bins_head")(h).astype(jnp.float32)
+      ab = ab_bins_lib.decode_to_net(logits, self.bins_temperature,
+                                     (height, width))
+      return ab.astype(self.dtype), logits
     h = up_conv(self.output_channels, "up_0", True)(h)
     return jnp.tanh(h)

@@ -60,6 +60,34 @@ and writes DIR/eval/<step>.json and an HTML report for each checkpoint.
 
 More: docs/usage.md ("Evaluate") and docs/metrics.md.""",
         required=("config", "workdir"), config=True, logs_progress=True),
+    "ab_prior": Command(
+        "jaxcolor.ab_prior", "Count the training photos' a*b* bins for a "
+        "bins generator.", """\
+Usage: {prog} --config FILE[:preset] --workdir DIR [--config.FIELD=VALUE ...]
+
+Counts the a*b* bins (Zhang et al. 2016) of the config's training photos
+into DIR/ab_prior.json, whose class rebalancing a generator with
+config.generator.ab_bins=True trains against. A training run does this at
+its first step when DIR has none.
+
+  {prog} --config configs/cpu_budget.py:bins --workdir runs/bins
+
+More: docs/systems.md ("Colour as a distribution").""",
+        required=("config", "workdir"), config=True, logs_progress=True),
+    "temperature": Command(
+        "jaxcolor.temperature", "Choose a bins run's decoding temperature on "
+        "its held-out photos.", """\
+Usage: {prog} --workdir RUN [--checkpoint N]
+
+Colorizes the run's own held-out split at several annealed-mean
+temperatures, picks the most colorful one whose PSNR is at least the gray
+baseline's (else the best PSNR), and writes RUN/temperature.json, which
+colorize, export and serve then use.
+
+  {prog} --workdir runs/bins
+
+More: docs/systems.md ("Colour as a distribution").""",
+        required=("workdir",), logs_progress=True),
     "colorize": Command(
         "jaxcolor.colorize", "Colorize photos, folders and videos.", """\
 Usage: {prog} --workdir RUN --output FOLDER INPUT [INPUT ...]

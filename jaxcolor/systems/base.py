@@ -50,8 +50,8 @@ class TrainState(train_state.TrainState):
     return {"params": self.params}
 
 
-def build_network(net_config: ml_collections.ConfigDict, compute_dtype: str,
-                  key: str, conv_backend: Any = None) -> nn.Module:
+def network_from_config(net_config: ml_collections.ConfigDict, compute_dtype: str,
+                        key: str, conv_backend: Any = None) -> nn.Module:
   """The registered network `net_config.name` with the other fields as kwargs.
 
   `conv_backend` (`backends.select` of config.conv_impl; None: XLA's own
@@ -135,12 +135,12 @@ class System(abc.ABC):
 
   def build_network(self, key: str) -> nn.Module:
     """The network of `config[key]`, in this run's compute dtype and
-    convolution forms (`build_network`)."""
+    convolution forms (`network_from_config`)."""
     try:
       conv_backend = backends.select(self.config.conv_impl, self.platform)
     except ValueError as e:
       raise ConfigError(f"config.{e}") from None
-    return build_network(self.config[key], self.compute_dtype, key,
+    return network_from_config(self.config[key], self.compute_dtype, key,
                          conv_backend)
 
   @abc.abstractmethod

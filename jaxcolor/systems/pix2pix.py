@@ -19,7 +19,14 @@ measurements of those measured so far):
     'generator_ema' beside the raw weights (first, so colorize uses it);
     `generator_ema_ramp` schedules its decay (`update_ema`);
   - `generator_test_mode`: 'train' runs G at test time as Isola et al.
-    (sec. 3.3) do, dropout on and each photo's own batch statistics.
+    (sec. 3.3) do, dropout on and each photo's own batch statistics;
+  - colour as a distribution (Zhang et al. 2016; beyond the seed papers,
+    docs/systems.md): a U-Net generator with `ab_bins=True` scores the
+    in-gamut a*b* bins and outputs their annealed mean; `loss.bins_weight`
+    adds the class-rebalanced cross-entropy to G's loss in every phase
+    (alone when `l1_weight` and `gan_weight` are 0). The rebalancing
+    weights live in the state (`AB_BIN_WEIGHTS`, from the training photos'
+    bin prior: training/ab_prior.py), so a resumed run keeps them.
 
 G runs once per step (as in the reference): its output feeds D's update with
 the gradient stopped, and G's gradient is pulled back through the same
@@ -33,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxcolor.core import ab_bins
 from jaxcolor.core import color_space
 from jaxcolor.core.errors import ConfigError
 from jaxcolor.systems import base
@@ -43,7 +51,8 @@ from jaxcolor.training import optimizers
 class Pix2Pix(base.System):
   """Generator (`config.generator`) + discriminator (`config.discriminator`)."""
   networks = ("discriminator", "generator")
-  newer_fields = ("loss.gan_weight", "loss.l1_warmup_steps")
+  newer_fields = ("loss.gan_weight", "loss.l1_warmup_steps",
+                  "loss.bins_weight")
 
   def __init__(self, config: ml_collections.ConfigDict,
                platform: str | None = None):
@@ -54,6 +63,11 @@ class Pix2Pix(base.System):
     self.l1_weight = config.loss.l1_weight
     self.gan_weight = config.loss.gan_weight
     self.warmup_steps = config.loss.l1_warmup_steps
+    self.bins_weight = config.loss.bins_weight
+    # The generator's own field (the U-Net's), False for those without it.
+    self.ab_bins = bool(getattr(self.generator, "ab_bins", False))
+    self.bins_factor = (2 ** self.generator.bins_level if self.ab_bins
+                        else None)
     # The first step of the GAN phase (staged systems: their second stage).
     self.gan_start_step = self.warmup_steps
     self.ema_decay = config.generator_ema_decay
@@ -83,6 +97,20 @@ class Pix2Pix(base.System):
           f"config.loss.l1_warmup_steps={self.warmup_steps!r} is invalid: "
           f"an integer between 0 and num_train_steps="
           f"{self.config.num_train_steps}.")
+    if not self.bins_weight >= 0:
+      raise ConfigError(
+          f"config.loss.bins_weight={self.bins_weight!r} is invalid: a "
+          "non-negative number.")
+    if self.bins_weight and not self.ab_bins:
+      raise ConfigError(
+          f"config.loss.bins_weight={self.bins_weight!r} needs a generator "
+          "that predicts a*b* bins: set config.generator.ab_bins=True (the "
+          "U-Net's), or bins_weight=0.")
+    if self.ab_bins and not (self.bins_weight or self.l1_weight):
+      raise ConfigError(
+          "config.generator.ab_bins=True with config.loss.bins_weight=0 and "
+          "l1_weight=0: nothing trains the bins before the GAN; set "
+          "bins_weight (Zhang et al.: 1).")
     self.abstract_state()  # The shape check.
 
   def init(self, rng: jax.Array) -> base.State:
@@ -99,7 +127,17 @@ class Pix2Pix(base.System):
     }
     if self.ema_decay:
       state[GENERATOR_EMA] = _ema_variables(state["generator"])
+    if self.ab_bins:
+      # Uniform until the training photos' prior replaces them
+      # (training/ab_prior.py, at the run's first step).
+      state[AB_BIN_WEIGHTS] = jnp.ones((ab_bins.num_bins(),), jnp.float32)
     return state
+
+  def with_bin_prior(self, state: base.State, counts) -> base.State:
+    """`state` with the rebalancing weights of bin `counts` (a fresh run)."""
+    weights = jnp.asarray(ab_bins.rebalance_weights(counts))
+    return dict(state, **{AB_BIN_WEIGHTS: jax.device_put(
+        weights, state[AB_BIN_WEIGHTS].sharding)})
 
   # -- the phases -------------------------------------------------------------
 
@@ -127,18 +165,41 @@ class Pix2Pix(base.System):
     """
     lightness, ab = self.lab_pair(batch)
     generator = state["generator"]
-    fake_ab, pullback, batch_stats = self.generator_forward(
+    output, pullback, batch_stats = self.generator_forward(
         generator, lightness, base.step_rng(rng, state["step"]))
+    fake_ab, logits = self.split_output(output)
     l1, fake_grad = jax.value_and_grad(losses.l1_loss)(fake_ab, ab)
-    (grads,) = pullback(self.l1_weight * fake_grad)
+    metrics = {"generator_loss": self.l1_weight * l1, "generator_l1_loss": l1}
+    logits_grad = None
+    if self.ab_bins:
+      ce, logits_grad = self.bins_loss(logits, ab, state[AB_BIN_WEIGHTS])
+      metrics["generator_loss"] += self.bins_weight * ce
+      metrics["generator_bins_loss"] = ce
+    (grads,) = pullback(self.cotangent(self.l1_weight * fake_grad,
+                                       logits_grad))
     generator = generator.apply_gradients(grads=grads, batch_stats=batch_stats)
     new_state = dict(state, step=state["step"] + 1, generator=generator)
     return self.update_ema(new_state), {
-        "generator_loss": self.l1_weight * l1,
-        "generator_l1_loss": l1,
+        **metrics,
         "generator_grad_norm": base.grad_norm(grads),
         "learning_rate": self.schedule(state["step"]),
     }
+
+  def split_output(self, output):
+    """G's output as (ab, bin logits); logits None without `ab_bins`."""
+    return output if self.ab_bins else (output, None)
+
+  def cotangent(self, ab_grad: jax.Array, logits_grad):
+    """The cotangent of G's output from those of its parts."""
+    return (ab_grad, logits_grad) if self.ab_bins else ab_grad
+
+  def bins_loss(self, logits: jax.Array, ab: jax.Array, weights: jax.Array):
+    """The rebalanced cross-entropy of `logits` against the true
+    network-scaled `ab`, and bins_weight times its gradient."""
+    true_ab = ab_bins.block_mean(color_space.net_to_ab(ab), self.bins_factor)
+    ce, grad = jax.value_and_grad(ab_bins.rebalanced_cross_entropy)(
+        logits, true_ab, weights)
+    return ce, self.bins_weight * grad
 
   def update_ema(self, state: base.State) -> base.State:
     """Moves `state['generator_ema']` towards G's new variables (if kept).
@@ -181,8 +242,9 @@ class Pix2Pix(base.System):
     is returned for systems that build on it (the Improver refines it).
     """
     dropout_rng = base.step_rng(rng, state["step"])
-    fake_ab, generator_pullback, generator_stats = self.generator_forward(
+    output, generator_pullback, generator_stats = self.generator_forward(
         state["generator"], lightness, dropout_rng)
+    fake_ab, logits = self.split_output(output)
     shown = jax.lax.stop_gradient(fake_ab)
     if shown_to_discriminator is not None:
       shown = jax.lax.stop_gradient(shown_to_discriminator(shown))
@@ -190,7 +252,8 @@ class Pix2Pix(base.System):
         state["discriminator"], lightness, ab, shown)
     generator, g_metrics = self.update_generator(
         state["generator"], generator_pullback, generator_stats,
-        discriminator, lightness, ab, fake_ab)
+        discriminator, lightness, ab, fake_ab, logits=logits,
+        bin_weights=state[AB_BIN_WEIGHTS] if self.ab_bins else None)
 
     new_state = dict(state, step=state["step"] + 1, generator=generator,
                      discriminator=discriminator)
@@ -242,8 +305,11 @@ class Pix2Pix(base.System):
   def update_generator(self, generator: base.TrainState, pullback,
                        generator_stats: Any,
                        discriminator: base.TrainState, lightness: jax.Array,
-                       ab: jax.Array, fake_ab: jax.Array):
-    """One Adam step on gan(D(L, G(L)), real) + lambda * L1 (backward_G).
+                       ab: jax.Array, fake_ab: jax.Array, *,
+                       logits: jax.Array | None = None,
+                       bin_weights: jax.Array | None = None):
+    """One Adam step on gan(D(L, G(L)), real) + lambda * L1 (backward_G),
+    plus bins_weight * the rebalanced cross-entropy of `logits` (if given).
 
     D is the discriminator after this step's update, held fixed: it runs in
     training mode (batch statistics, as the reference, which leaves D in
@@ -260,13 +326,17 @@ class Pix2Pix(base.System):
 
     (loss, (adversarial, l1)), fake_grad = jax.value_and_grad(
         objective, has_aux=True)(fake_ab)
-    (grads,) = pullback(fake_grad)
+    metrics = {"generator_gan_loss": adversarial, "generator_l1_loss": l1}
+    logits_grad = None
+    if logits is not None:
+      ce, logits_grad = self.bins_loss(logits, ab, bin_weights)
+      loss += self.bins_weight * ce
+      metrics["generator_bins_loss"] = ce
+    (grads,) = pullback(self.cotangent(fake_grad, logits_grad))
     generator = generator.apply_gradients(grads=grads,
                                           batch_stats=generator_stats)
     return generator, {
-        "generator_loss": loss,
-        "generator_gan_loss": adversarial,
-        "generator_l1_loss": l1,
+        "generator_loss": loss, **metrics,
         "generator_grad_norm": base.grad_norm(grads),
     }
 
@@ -292,18 +362,21 @@ class Pix2Pix(base.System):
     """G(L) at test time (`generator_test_mode`): float32 ab [B, H, W, 2]."""
     if self.test_mode == "train":
       def one_photo(x):
-        ab, _ = self.generator.apply(
+        output, _ = self.generator.apply(
             variables, x[None], train=True, mutable=["batch_stats"],
             rngs={"dropout": jax.random.key(0)})
-        return ab[0]
+        return self.split_output(output)[0][0]
       ab = jax.vmap(one_photo)(lightness)
     else:
-      ab = self.generator.apply(variables, lightness, train=False)
+      ab, _ = self.split_output(
+          self.generator.apply(variables, lightness, train=False))
     return ab.astype(jnp.float32)
 
 
 WARMUP = "warmup"
 GENERATOR_EMA = "generator_ema"
+# The class-rebalancing weights [Q] of a generator with `ab_bins`.
+AB_BIN_WEIGHTS = "ab_bin_weights"
 
 
 def _ema_variables(generator: base.TrainState) -> dict[str, Any]:

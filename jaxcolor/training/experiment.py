@@ -44,7 +44,7 @@ class Experiment:
 
   @property
   def init_rng(self) -> jax.Array:
-    """The key `init_state` draws the initial parameters from."""
+    """The key `initial_state` draws the initial parameters from."""
     return jax.random.split(jax.random.key(self.config.seed))[0]
 
   @property
@@ -56,7 +56,7 @@ class Experiment:
   def init_state(self) -> Any:
     """A fresh state in its shardings, with the configured pretrained
     weights (`System.load_pretrained`)."""
-    state = init_state(self.system, self.state_sharding, self.init_rng)
+    state = initial_state(self.system, self.state_sharding, self.init_rng)
     pretrained = self.system.load_pretrained(state)
     if pretrained is not state:
       state = jax.device_put(pretrained, self.state_sharding)
@@ -129,7 +129,7 @@ def build(config: ml_collections.ConfigDict, *, data: DataCheck = "train",
                     state_sharding=state_sharding)
 
 
-def init_state(system: systems.System, state_sharding: Any, rng: jax.Array):
+def initial_state(system: systems.System, state_sharding: Any, rng: jax.Array):
   """`system.init` jitted straight into its shardings (no host copy).
 
   Initialization draws with the non-partitionable threefry: the initial

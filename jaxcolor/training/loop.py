@@ -35,6 +35,7 @@ from jaxcolor.data import sharding
 from jaxcolor.evaluation import evaluator as evaluator_lib
 from jaxcolor.evaluation import image_grid
 from jaxcolor.runtime import distributed
+from jaxcolor.training import ab_prior
 from jaxcolor.training import checkpointing
 from jaxcolor.training import divergence
 from jaxcolor.training import experiment as experiment_lib
@@ -102,6 +103,9 @@ def _train(experiment: experiment_lib.Experiment, run_dir: rundir_lib.RunDir,
 
   state = _initial_state(experiment, checkpointer, batches)
   first_step = step = int(jax.device_get(state["step"]))
+  if first_step == 0 and getattr(system, "ab_bins", False):
+    state = system.with_bin_prior(state, ab_prior.load_or_estimate(
+        config, run_dir.path, system.bins_factor))
   logger.truncate_after(first_step)
   if first_step == 0:
     run_log.log_overview(system, config, state, logger)

@@ -10,6 +10,10 @@
     eval/<step>/index.html   an evaluation run's report (jaxcolor.evaluation.report)
     eval/events.out.*        evaluation runs' TensorBoard scalars
     images/grid_<step>.png   gray | prediction | truth grids (`save_grid`)
+    ab_prior.json            a*b* bin counts of the training photos
+                             (jaxcolor.training.ab_prior; ab_bins generators)
+    temperature.json         the decoding temperature chosen on the held-out
+                             split (`write_temperature`, `read_temperature`)
     events.out.*             training's TensorBoard scalars and images
     .lock, .eval.lock        the training and the evaluation run's locks
 
@@ -76,6 +80,7 @@ CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 EVAL = "eval"
 IMAGES = "images"
+TEMPERATURE = "temperature.json"
 LOCK_NAME = ".lock"
 EVAL_LOCK_NAME = ".eval.lock"
 
@@ -156,6 +161,35 @@ class RunDir:
     plain = {"step": int(step), **{k: _plain(v) for k, v in record.items()}}
     _write_text(path, json.dumps(plain, indent=2))
     return path
+
+  def write_temperature(self, record: Mapping[str, Any]) -> epath.Path:
+    """temperature.json: the annealed-mean temperature chosen for the run
+    ('temperature') and the held-out scores it was chosen by
+    (jaxcolor/evaluation/temperature.py)."""
+    path = self.path / TEMPERATURE
+    _write_text(path, json.dumps(
+        {k: _plain(v) for k, v in record.items()}, indent=2))
+    return path
+
+  def read_temperature(self) -> float | None:
+    """The chosen temperature, or None where none was chosen.
+
+    Raises:
+      ConfigError: temperature.json is not JSON or holds no positive
+        'temperature'; the message names the file.
+    """
+    path = self.path / TEMPERATURE
+    if not path.exists():
+      return None
+    try:
+      value = json.loads(path.read_text())["temperature"]
+    except (ValueError, KeyError, TypeError):
+      value = None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        0 < value < float("inf")):
+      raise ConfigError(f"{path}: no positive 'temperature' in it; delete it "
+                        "or choose again (python -m jaxcolor.temperature).")
+    return float(value)
 
   def read_eval(self, step: int) -> dict[str, Any] | None:
     """eval/<step>.json, or None where that step was not evaluated."""

@@ -180,7 +180,7 @@ def make_app(colorizer, limits: uploads.Limits | None = None, *,
       raise HTTPException(400, str(e)) from None
 
   def finish(image: Image.Image, ab, crop) -> bytes:
-    rgb = rendering.recombine(image, ab[:crop[0], :crop[1]])
+    rgb = colorizer.recombine(image, ab[:crop[0], :crop[1]])
     out = io.BytesIO()
     Image.fromarray(rgb).save(out, format="PNG",
                               compress_level=rendering.PNG_COMPRESS_LEVEL)

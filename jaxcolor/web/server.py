@@ -121,7 +121,8 @@ def allowed_hosts(host: str, extra: Sequence[str]) -> tuple[str, ...]:
 
 
 def serve(*, workdir: str | None, model: str | None, host: str, port: int,
-          allowed: Sequence[str], batch_size: int, limits: Limits) -> None:
+          allowed: Sequence[str], batch_size: int, limits: Limits,
+          upsample: str = "bilinear") -> None:
   """The serve job (`jaxcolor serve`): loads the colorizer of a run or an
   artifact, compiles it, and serves the app until Ctrl-C.
 
@@ -135,7 +136,7 @@ def serve(*, workdir: str | None, model: str | None, host: str, port: int,
   colorizer = (colorizer_lib.Colorizer.from_pretrained(model,
                                                        batch_size=batch_size)
                if model else colorizer_lib.Colorizer.from_workdir(
-                   workdir, batch_size=batch_size))
+                   workdir, batch_size=batch_size)).with_upsample(upsample)
   print("Compiling the network...", file=sys.stderr, flush=True)
   app = app_lib.make_app(colorizer, limits,
                          allowed_hosts=allowed_hosts(host, allowed))

@@ -289,7 +289,7 @@ def test_no_usable_image_is_one_error_naming_the_folder(tmp_path, monkeypatch):
   def compiled(*args, **kwargs):
     raise AssertionError("the error must come before anything compiles")
 
-  monkeypatch.setattr(experiment, "init_state", compiled)
+  monkeypatch.setattr(experiment, "initial_state", compiled)
   config = load_config("configs/pix2pix.py")
   for split in ("train", "eval"):
     root = tmp_path / split

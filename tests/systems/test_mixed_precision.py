@@ -82,7 +82,7 @@ def test_pix2pix_bfloat16_step_is_close_to_float32():
     init_rng, step_rng = jax.random.split(jax.random.key(0))
     abstract = jax.eval_shape(system.init, init_rng)
     step, sharding = train_step.jit_train_step(system, mesh, abstract)
-    state = experiment.init_state(system, sharding, init_rng)
+    state = experiment.initial_state(system, sharding, init_rng)
     batch = parallel.global_batch(random_batch(config.batch_size,
                                                config.image_size), mesh)
     state, metrics = step(state, batch, parallel.replicate(step_rng, mesh))
