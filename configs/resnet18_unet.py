@@ -50,6 +50,13 @@ is logged as a warning.
 
 Presets:
   :lsgan  least-squares GAN loss for stage 2 (paper 001's MSE variant).
+  :bins   beyond the papers: colour as a distribution (Zhang et al. 2016,
+          docs/systems.md, "Colour as a distribution"), the recipe of
+          configs/cpu_2h.py on this network: the decoder scores 262 a*b*
+          bins at 1/4 size, trained on the rebalanced cross-entropy alone
+          (l1_weight 0), in the pretraining stage only (no GAN); the
+          temperature is chosen after training (`python -m
+          jaxcolor.temperature`).
   :smoke  seconds on a CPU: 32 px, the embedded sample, base_features 8,
           3 steps of each stage.
 
@@ -72,7 +79,7 @@ def _epochs(epochs: int, batch_size: int) -> int:
 
 
 def get_config(arg=None):
-  presets = check_presets(arg, ("lsgan", "smoke"))
+  presets = check_presets(arg, ("lsgan", "bins", "smoke"))
   c = base_config()
   c.system = "resnet18_unet"
   c.dataset = "coco/2017"
@@ -113,12 +120,18 @@ def get_config(arg=None):
 
   if "lsgan" in presets:
     c.loss.gan_mode = "lsgan"
+  if "bins" in presets:
+    c.generator.ab_bins = True
+    c.generator.bins_level = 2
+    c.loss.bins_weight = 1.0
+    c.loss.l1_weight = 0.0
+    c.stages.adversarial_steps = 0
   if "smoke" in presets:
     smoke_preset(c)
     c.backbone.source = "random"
     c.optimizer.decay_steps = 0
     c.stages.pretrain_steps = 3
-    c.stages.adversarial_steps = 3
+    c.stages.adversarial_steps = 0 if "bins" in presets else 3
     c.num_train_steps = (c.stages.get_ref("pretrain_steps")
                          + c.stages.get_ref("adversarial_steps"))
     c.generator.base_features = 8

@@ -5,6 +5,7 @@ trained run or a model artifact (also `jaxcolor colorize`).
       old_photo.jpg scans/ [--checkpoint 2000] [--format jpeg] [--batch_size 8] \\
       [--network_output generator] [--render_size 512]
   python -m jaxcolor.colorize --model PATH_OR_URL --output colorized/ photos/
+  python -m jaxcolor.colorize --output colorized/ photos/   # the shipped model
 
 Each INPUT is an image file, a folder of images (searched recursively) or a
 video file (frames batched, a*b* smoothed within shots, audio kept). Outputs
@@ -17,6 +18,7 @@ From Python (a notebook), this module gives the colorizer
 
   from jaxcolor import colorize
   colorizer = colorize.Colorizer.from_workdir("runs/default")
+  # or colorize.Colorizer.from_pretrained(colorize.SHIPPED_MODEL)
   rgb = colorizer.colorize(gray)        # [H, W] or [H, W, 3] -> uint8 [H, W, 3]
 """
 
@@ -26,10 +28,14 @@ from absl import flags
 
 from jaxcolor.inference import colorize_job
 from jaxcolor.inference import photo_paths
+from jaxcolor.inference import shipped_model
 from jaxcolor.inference.colorizer import Colorizer
 from jaxcolor.runtime import job
 
-__all__ = ["Colorizer"]
+__all__ = ["Colorizer", "SHIPPED_MODEL"]
+
+# The model the package ships: `Colorizer.from_pretrained(SHIPPED_MODEL)`.
+SHIPPED_MODEL = shipped_model.DIRECTORY
 
 
 def main(argv) -> None:

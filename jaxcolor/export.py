@@ -4,7 +4,7 @@ run as a model artifact, and optionally as serving programs (also
 
   python -m jaxcolor.export --workdir runs/default --output models/default \\
       [--checkpoint 1500] [--network_output generator] [--stablehlo] \\
-      [--saved_model] [--archive]
+      [--saved_model] [--archive] [--weights_dtype bfloat16] [--upsample guided]
 
 What an artifact holds and why: jaxcolor/inference/exporting.py, which does
 the work.
@@ -23,7 +23,8 @@ def main(argv) -> None:
   F = flags.FLAGS
   exporting.run(F.workdir, F.output, checkpoint=F.checkpoint,
                 network_output=F.network_output, stablehlo=F.stablehlo,
-                saved_model=F.saved_model, archive=F.archive)
+                saved_model=F.saved_model, archive=F.archive,
+                weights_dtype=F.weights_dtype, upsample=F.upsample)
 
 
 def _define_flags() -> None:
@@ -38,6 +39,13 @@ def _define_flags() -> None:
   flags.DEFINE_bool("saved_model", False, "Also write it as a TensorFlow "
                     "SavedModel (TF Serving).")
   flags.DEFINE_bool("archive", False, "Also write OUTPUT.tar.gz.")
+  flags.DEFINE_enum("weights_dtype", "float32", list(exporting.WEIGHTS_DTYPES),
+                    "How the trained weights are stored: bfloat16 halves "
+                    "the artifact (widened back to float32 when loaded).")
+  flags.DEFINE_enum("upsample", "bilinear", ["bilinear", "guided"],
+                    "How the serving programs (--stablehlo, --saved_model) "
+                    "bring the a*b* to the photo's size: bilinear, or "
+                    "guided by the photo's own L*.")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import helpers
 from jaxcolor.inference import artifact
 from jaxcolor.inference import colorizer as colorizer_lib
 from jaxcolor.inference import exporting as export_lib
+from jaxcolor.inference import rgb_program
 
 SAMPLE = helpers.REPO / "jaxcolor" / "sample_data" / "eval"
 
@@ -69,6 +70,42 @@ def test_artifact_holds_the_ema_generator_only_and_colors_as_the_run(
   from_archive = colorizer_lib.Colorizer.from_pretrained(result["archive"])
   np.testing.assert_array_equal(from_archive.colorize(_photos(1)[0]),
                                 from_run.colorize(_photos(1)[0]))
+
+
+def test_bfloat16_weights_halve_the_artifact_and_load_exactly(
+    run_dir, exported, tmp_path):
+  out = tmp_path / "bf16"
+  result = export_lib.export(run_dir, out, weights_dtype="bfloat16",
+                             stablehlo=True)
+  assert result["weights_dtype"] == "bfloat16"
+  _, full = artifact.read(exported[0])
+  _, half = artifact.read(out)
+  assert set(half) == set(full)
+  for path, value in half.items():
+    if "/params/" in path:  # Rounded to nearest, not truncated.
+      assert value.dtype.name == "bfloat16", path
+      np.testing.assert_array_equal(value, full[path].astype(value.dtype))
+    else:  # The normalisation statistics stay exact.
+      assert value.dtype == np.float32, path
+      np.testing.assert_array_equal(value, full[path])
+  size = (out / "variables.safetensors").stat().st_size
+  assert size < 0.6 * (exported[0] / "variables.safetensors").stat().st_size
+  loaded = colorizer_lib.Colorizer.from_pretrained(out)
+  assert all(a.dtype == np.float32 for a in loaded.arrays.values())
+  photo = _photos(1)[0]
+  reference = colorizer_lib.Colorizer.from_pretrained(exported[0])
+  difference = np.abs(loaded.colorize(photo).astype(int)
+                      - reference.colorize(photo).astype(int))
+  assert difference.mean() < 1.0  # The rounding moves a level here and there.
+  # The serving program holds the same rounded weights as the file.
+  small = np.asarray(Image.fromarray(photo).resize((96, 64)))
+  served = rgb_program.run_stablehlo(
+      (out / rgb_program.STABLEHLO).read_bytes(), small[None])[0]
+  assert np.abs(served.astype(int)
+                - loaded.colorize(small).astype(int)).max() <= 1
+  with pytest.raises(artifact.ArtifactError, match="'float16' is not one of"):
+    export_lib.export(run_dir, tmp_path / "f16", weights_dtype="float16")
+  assert not (tmp_path / "f16").exists()
 
 
 @pytest.fixture
@@ -192,6 +229,26 @@ def test_serving_program_in_a_fresh_process_matches_the_colorizer(
   # same filters, rounded apart by at most one level.
   difference = np.abs(served.astype(int) - expected.astype(int))
   assert difference.max() <= 1, (difference.max(), difference.mean())
+
+
+def test_guided_serving_program_follows_the_host_path(run_dir, tmp_path):
+  out = tmp_path / "guided"
+  result = export_lib.export(run_dir, out, stablehlo=True, upsample="guided")
+  assert result["serving_upsample"] == "guided"
+  data = (out / rgb_program.STABLEHLO).read_bytes()
+  colorizer = colorizer_lib.Colorizer.from_pretrained(out)
+  for photo in _photos(2):
+    photo = np.asarray(Image.fromarray(photo).resize((96, 64)))
+    served = rgb_program.run_stablehlo(data, photo[None])[0].astype(int)
+    guided = colorizer.with_upsample("guided").colorize(photo).astype(int)
+    bilinear = colorizer.colorize(photo).astype(int)
+    # Pillow's and JAX's resizes of L* round apart, so a level or two here
+    # and there; the guided host path, not the bilinear one.
+    assert np.abs(served - guided).mean() < 0.5
+    assert (np.abs(served - guided).mean()
+            < 0.5 * np.abs(served - bilinear).mean())
+  with pytest.raises(artifact.ArtifactError, match="'nearest' is not one of"):
+    export_lib.export(run_dir, tmp_path / "x", upsample="nearest")
 
 
 def test_command_line_export_and_colorize_by_model(run_dir, tmp_path):

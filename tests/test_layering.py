@@ -37,6 +37,7 @@ FLOORS = (
      "training.rundir", "training.checkpointing", "training.run_log",
      "evaluation.report", "inference.rendering", "inference.photo_paths",
      "inference.rgb_program", "inference.film", "inference.artifact",
+     "inference.shipped_model",
      "benchmarking.roofline", "web.app", "web.batcher", "web.uploads", "web"),
     # The registries' neighbours: the model registry, FID's network, the
     # pretrained encoder.

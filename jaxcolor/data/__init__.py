@@ -12,12 +12,15 @@ Dataset strings are described in `jaxcolor.data.sources`.
 from jaxcolor.data.pipeline import CountReport
 from jaxcolor.data.pipeline import create_eval_batches
 from jaxcolor.data.pipeline import create_train_iterator
+from jaxcolor.data.pipeline import eval_batches_of
 from jaxcolor.data.pipeline import training_counts
 from jaxcolor.data.sources import DatasetNotPreparedError
 from jaxcolor.data.sources import NoUsableImagesError
 from jaxcolor.data.sources import check_datasets
 from jaxcolor.data.sources import describe
+from jaxcolor.data.sources import eval_dataset_of
 
-__all__ = ["create_train_iterator", "create_eval_batches", "describe",
+__all__ = ["create_train_iterator", "create_eval_batches", "eval_batches_of",
+           "eval_dataset_of", "describe",
            "training_counts", "CountReport", "DatasetNotPreparedError",
            "NoUsableImagesError", "check_datasets"]

@@ -356,6 +356,15 @@ class EvalBatches:
     return count_scalars(sum_over_processes(self._counts))
 
 
+def eval_batches_of(config: Any) -> "EvalBatches":
+  """`create_eval_batches` of a validated config's evaluation split, as the
+  training loop, the evaluation job and the temperature sweep all read it."""
+  return create_eval_batches(
+      sources.eval_dataset_of(config), image_size=config.image_size,
+      batch_size=config.eval_batch_size, data_dir=config.data_dir or None,
+      num_images=config.num_eval_images if config.num_eval_images > 0 else None)
+
+
 def create_eval_batches(dataset: str, *, image_size: int, batch_size: int,
                         num_images: int | None, data_dir: str | None = None,
                         process_index: int | None = None,

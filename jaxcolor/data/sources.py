@@ -226,6 +226,11 @@ def open_folder(root: str | os.PathLike, name: str | None = None) -> Dataset:
                  FileSource(root, eval_files))
 
 
+def eval_dataset_of(config: Any) -> str:
+  """The dataset string a config evaluates on: `eval_dataset`, else `dataset`."""
+  return config.eval_dataset or config.dataset
+
+
 def sample_dir() -> pathlib.Path:
   """The embedded sample's folder (inside the installed package)."""
   path = pathlib.Path(str(importlib.resources.files("jaxcolor") / "sample_data"))

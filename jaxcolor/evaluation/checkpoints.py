@@ -182,15 +182,11 @@ def _evaluate_step(experiment: experiment_lib.Experiment,
                    evaluator: evaluator_lib.Evaluator, step: int):
   """(means, report images) of checkpoint `step` on the evaluation split."""
   config = experiment.config
-  dataset = config.eval_dataset or config.dataset
+  dataset = data.eval_dataset_of(config)
   logging.info("Evaluating the checkpoint at step %d of %s on %s.", step,
                checkpointer.directory, dataset)
   state = experiment.restore(checkpointer, step)
-  batches = data.create_eval_batches(
-      dataset, image_size=config.image_size,
-      batch_size=config.eval_batch_size,
-      num_images=config.num_eval_images if config.num_eval_images > 0 else None,
-      data_dir=config.data_dir or None)
+  batches = data.eval_batches_of(config)
   start = time.perf_counter()
   means, images = evaluator.evaluate(
       state, batches, num_grid_images=config.evaluation.num_report_images)

@@ -83,7 +83,7 @@ def choose(workdir: str, checkpoint: int | None = None,
     checkpointer.close()
   best = pick(rows)
   record = {"temperature": best["temperature"], "checkpoint": step,
-            "dataset": config.eval_dataset or config.dataset,
+            "dataset": data.eval_dataset_of(config),
             "rule": RULE,
             "scores": rows}
   run_dir.write_temperature(record)
@@ -95,11 +95,7 @@ def _score(experiment: experiment_lib.Experiment, state: Any,
   config = experiment.config
   evaluator = evaluator_lib.Evaluator(experiment.system, experiment.mesh,
                                       experiment.state_sharding)
-  batches = data.create_eval_batches(
-      config.eval_dataset or config.dataset, image_size=config.image_size,
-      batch_size=config.eval_batch_size,
-      num_images=config.num_eval_images if config.num_eval_images > 0 else None,
-      data_dir=config.data_dir or None)
+  batches = data.eval_batches_of(config)
   means, _ = evaluator.evaluate(state, batches)
   return {"temperature": float(temperature), "psnr": means["psnr"],
           "gray_psnr": means["gray_psnr"],

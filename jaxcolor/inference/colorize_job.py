@@ -26,12 +26,13 @@ from typing import Sequence
 from jaxcolor.core.errors import JobError
 from jaxcolor.inference import film
 from jaxcolor.inference import photo_paths
+from jaxcolor.inference import shipped_model
 from jaxcolor.inference.colorizer import Colorizer
 
 
 class UsageError(JobError):
-  """The command line cannot name a job: no inputs, or both or neither of
-  a run and a model."""
+  """The command line cannot name a job: no inputs, or both a run and a
+  model."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +66,10 @@ def run(inputs: Sequence[str], options: Options, program: str) -> int:
     raise UsageError(f"name the photos, folders or videos to colorize after "
                      f"the flags, e.g. `{program} --workdir runs/default "
                      f"--output colorized/ photo.jpg`.")
-  if (o.workdir is None) == (o.model is None):
-    raise UsageError("give exactly one of --workdir (a training run) and "
-                     "--model (an artifact).")
+  if o.workdir is not None and o.model is not None:
+    raise UsageError("give one of --workdir (a training run) and --model "
+                     "(an artifact), not both; with neither, the shipped "
+                     "model colors.")
   videos = [i for i in inputs if film.is_video(i)]
   stills = [i for i in inputs if not film.is_video(i)]
   clips = [(clip, pathlib.Path(o.output).expanduser() / pathlib.Path(clip).name)
@@ -111,6 +113,12 @@ def run(inputs: Sequence[str], options: Options, program: str) -> int:
 
 
 def _colorizer(o: Options) -> Colorizer:
+  if o.workdir is None and o.model is None:
+    if o.checkpoint is not None or o.network_output is not None:
+      raise UsageError("--checkpoint and --network_output choose within a "
+                       "run: give its --workdir.")
+    print(shipped_model.notice(), file=sys.stderr)
+    o = dataclasses.replace(o, model=str(shipped_model.directory()))
   if o.model is not None:
     if o.checkpoint is not None or o.network_output is not None:
       raise UsageError("--checkpoint and --network_output choose within a "

@@ -245,27 +245,9 @@ class Colorizer:
       raise artifact.ArtifactError(
           f"{meta_path}: its config and output do not build a colorizer: "
           f"{artifact.error_line(e)}") from None
-    weights = directory / artifact.VARIABLES
-    missing = sorted(p for p in colorizer.needed if p not in arrays)
-    if missing:
-      raise artifact.ArtifactError(
-          f"{weights} lacks {len(missing)} array(s) its output "
-          f"{meta['output']!r} reads, first {missing[0]}.")
-    # Checked here, not at the first call: a wrong shape would otherwise
-    # surface as a shape error deep in the network, or not at all.
-    abstract = dict(zip(colorizer._paths, colorizer._abstract))
-    for path in sorted(colorizer.needed):
-      have, need = arrays[path], abstract[path]
-      if tuple(have.shape) != tuple(need.shape):
-        raise artifact.ArtifactError(
-            f"{weights}: {path} has shape {artifact.shape_text(have.shape)}"
-            f", the network needs {artifact.shape_text(need.shape)}.")
-      if np.dtype(have.dtype) != np.dtype(need.dtype):
-        raise artifact.ArtifactError(
-            f"{weights}: {path} has dtype {have.dtype}, the network needs "
-            f"{np.dtype(need.dtype)}.")
-    colorizer.arrays = colorizer._place({p: arrays[p]
-                                         for p in colorizer.needed})
+    colorizer.arrays = colorizer._place(run_loading.artifact_arrays(
+        arrays, dict(zip(colorizer._paths, colorizer._abstract)),
+        colorizer.needed, directory / artifact.VARIABLES, meta["output"]))
     colorizer.config, colorizer.meta = config, meta
     # The render size is the caller's choice, not the artifact's: its errors
     # stay plain ValueErrors.

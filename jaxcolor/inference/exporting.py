@@ -31,27 +31,57 @@ import tempfile
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxcolor.inference import artifact
 from jaxcolor.inference import colorizer as colorizer_lib
+from jaxcolor.inference import guided_upsampling
 from jaxcolor.inference import rgb_program
 from jaxcolor.training import rundir
+
+
+WEIGHTS_DTYPES = ("float32", "bfloat16")
 
 
 def export(workdir: str | os.PathLike, output: str | os.PathLike, *,
            checkpoint: int | None = None, network_output: str | None = None,
            stablehlo: bool = False, saved_model: bool = False,
-           archive: bool = False) -> dict[str, Any]:
+           archive: bool = False, weights_dtype: str = "float32",
+           upsample: str = "bilinear") -> dict[str, Any]:
   """Writes the artifact of `workdir`'s checkpoint; returns model.json's
-  record plus 'path' (and 'archive')."""
+  record plus 'path' (and 'archive').
+
+  `weights_dtype='bfloat16'` stores the trained parameters (the arrays under
+  'params') rounded to bfloat16, half the bytes; the normalisation
+  statistics stay float32. The loader widens them back to float32, which is
+  exact, and the serving programs are built from the same rounded values, so
+  every form of the artifact colors alike. `upsample` is how the serving
+  programs bring the a*b* to the photo's size ('bilinear' or 'guided');
+  the weights are the same either way.
+  """
+  if weights_dtype not in WEIGHTS_DTYPES:
+    raise artifact.ArtifactError(f"weights dtype {weights_dtype!r} is not one "
+                                 f"of {', '.join(WEIGHTS_DTYPES)}.")
+  if upsample not in guided_upsampling.MODES:
+    raise artifact.ArtifactError(f"upsample {upsample!r} is not one of "
+                                 f"{', '.join(guided_upsampling.MODES)}.")
   if saved_model:
     rgb_program.require_tensorflow()  # Before any work, not after the rest.
   output = pathlib.Path(output)
   if output.exists():
     raise artifact.ArtifactError(f"{output} exists; choose a new --output.")
-  colorizer = colorizer_lib.Colorizer.from_workdir(workdir, checkpoint,
-                                              output=network_output)
+  colorizer = colorizer_lib.Colorizer.from_workdir(
+      workdir, checkpoint, output=network_output).with_upsample(upsample)
+  arrays = {path: np.asarray(jax.device_get(value))
+            for path, value in colorizer.arrays.items()}
+  if weights_dtype == "bfloat16":
+    arrays = {path: (value.astype(jnp.bfloat16) if _is_parameter(path, value)
+                     else value) for path, value in arrays.items()}
+    # Where the run's arrays lie, the rounded ones go.
+    colorizer.arrays = jax.device_put(
+        {path: value.astype(np.float32) for path, value in arrays.items()},
+        {path: value.sharding for path, value in colorizer.arrays.items()})
   run_dir = rundir.RunDir(workdir)
   config = colorizer.config
   meta = {
@@ -61,11 +91,13 @@ def export(workdir: str | os.PathLike, output: str | os.PathLike, *,
       "image_size": config.image_size,
       "run": _run_name(workdir),
       "step": colorizer.step,
+      "weights_dtype": weights_dtype,
       "evaluation": _without_local_paths(_evaluation(run_dir, colorizer.step)),
       "config": _without_local_paths(config.to_dict()),
       "serving": [name for name, wanted in (
           (rgb_program.STABLEHLO, stablehlo), (rgb_program.SAVED_MODEL, saved_model))
           if wanted],
+      "serving_upsample": upsample,
   }
 
   def extras(directory: pathlib.Path) -> None:
@@ -74,13 +106,17 @@ def export(workdir: str | os.PathLike, output: str | os.PathLike, *,
     if saved_model:
       rgb_program.export_saved_model(colorizer, directory / rgb_program.SAVED_MODEL)
 
-  arrays = {path: np.asarray(jax.device_get(value))
-            for path, value in colorizer.arrays.items()}
   path = artifact.write(output, arrays, meta, extras)
   result = {**json_record(path), "path": str(path)}
   if archive:
     result["archive"] = str(_archive(path))
   return result
+
+
+def _is_parameter(path: str, value: np.ndarray) -> bool:
+  """A trained float32 weight ('generator_ema/params/.../kernel'), not a
+  normalisation statistic."""
+  return "/params/" in f"/{path}" and value.dtype == np.float32
 
 
 def json_record(path: pathlib.Path) -> dict[str, Any]:
@@ -156,12 +192,15 @@ def _size(path: pathlib.Path) -> int:
 
 def run(workdir: str, output: str, *, checkpoint: int | None = None,
         network_output: str | None = None, stablehlo: bool = False,
-        saved_model: bool = False, archive: bool = False) -> dict[str, Any]:
+        saved_model: bool = False, archive: bool = False,
+        weights_dtype: str = "float32", upsample: str = "bilinear"
+        ) -> dict[str, Any]:
   """The export job (`jaxcolor export`): `export`, then one line of what was
   written and its size against the checkpoint's."""
   result = export(workdir, output, checkpoint=checkpoint,
                   network_output=network_output, stablehlo=stablehlo,
-                  saved_model=saved_model, archive=archive)
+                  saved_model=saved_model, archive=archive,
+                  weights_dtype=weights_dtype, upsample=upsample)
   path = pathlib.Path(result["path"])
   step_dir = rundir.RunDir(workdir).checkpoint_dir / str(result["step"])
   print(f"Exported output {result['output']!r} of step {result['step']} to "

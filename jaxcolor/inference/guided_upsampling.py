@@ -24,9 +24,11 @@ any score (docs/results.md scores both modes): the 4 x 4 samples are the
 bicubic footprint, and 8 L* units separates surfaces a viewer sees as
 different while keeping the soft shading within one surface together.
 
-A host computation in NumPy (colorize, the web app and films; any photo
-size, nothing to compile). The exported serving program keeps bilinear
-upsampling (jaxcolor/inference/rgb_program.py).
+A host computation in NumPy for colorize, the web app and films (any
+photo size, nothing to compile); the same sum in jax.numpy inside the
+exported serving programs when exported with `--upsample guided`
+(jaxcolor/inference/rgb_program.py), where L*_small is JAX's antialiased
+linear resize, Pillow's filter up to rounding.
 """
 
 import numpy as np
@@ -49,28 +51,35 @@ def joint_bilateral(lightness: np.ndarray, ab: np.ndarray) -> np.ndarray:
   -> a*b* [H, W, C] float32 along L*'s edges."""
   lightness = np.asarray(lightness, np.float32)
   ab = np.asarray(ab, np.float32)
-  height, width = lightness.shape
-  h, w = ab.shape[:2]
-  small = shrink(lightness, h, w)
+  small = shrink(lightness, *ab.shape[:2])
+  return weighted_samples(np, lightness, small, ab)
+
+
+def weighted_samples(xp, lightness, small, ab):
+  """The joint bilateral sum, in NumPy or jax.numpy (`xp`; the serving
+  program's form, jaxcolor/inference/rgb_program.py, traces it at symbolic
+  sizes): L* [..., H, W], L*_small [..., h, w], a*b* [..., h, w, C] ->
+  a*b* [..., H, W, C]."""
+  height, width = lightness.shape[-2:]
+  h, w = ab.shape[-3:-1]
   # Each full-resolution pixel centre in network-pixel coordinates.
-  y = (np.arange(height, dtype=np.float32) + 0.5) * h / height - 0.5
-  x = (np.arange(width, dtype=np.float32) + 0.5) * w / width - 0.5
-  y0, x0 = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
-  total = np.zeros((height, width, ab.shape[-1]), np.float32)
-  weight_sum = np.zeros((height, width), np.float32)
-  spatial = lambda d: np.exp(-d * d / (2 * SPATIAL_SIGMA ** 2))
+  y = (xp.arange(height, dtype=xp.float32) + 0.5) * h / height - 0.5
+  x = (xp.arange(width, dtype=xp.float32) + 0.5) * w / width - 0.5
+  y0, x0 = xp.floor(y).astype(xp.int32), xp.floor(x).astype(xp.int32)
+  total = 0.0
+  weight_sum = 0.0
+  spatial = lambda d: xp.exp(-d * d / (2 * SPATIAL_SIGMA ** 2))
   for dy in _OFFSETS:
-    rows = np.clip(y0 + dy, 0, h - 1)
+    rows = xp.clip(y0 + dy, 0, h - 1)
     wy = spatial(y0 + dy - y)
     for dx in _OFFSETS:
-      cols = np.clip(x0 + dx, 0, w - 1)
+      cols = xp.clip(x0 + dx, 0, w - 1)
       wx = spatial(x0 + dx - x)
-      index = np.ix_(rows, cols)
-      difference = lightness - small[index]
+      difference = lightness - small[..., rows, :][..., cols]
       weight = (wy[:, None] * wx[None, :]
-                * np.exp(-difference * difference / (2 * RANGE_SIGMA ** 2)))
-      total += weight[..., None] * ab[index]
-      weight_sum += weight
+                * xp.exp(-difference * difference / (2 * RANGE_SIGMA ** 2)))
+      total = total + weight[..., None] * ab[..., rows, :, :][..., cols, :]
+      weight_sum = weight_sum + weight
   # Positive: L* differs by at most 100, whose range weight exp(-78) is
   # still a float32 above zero.
-  return total / weight_sum[..., None]
+  return (total / weight_sum[..., None]).astype(xp.float32)

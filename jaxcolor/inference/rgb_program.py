@@ -3,8 +3,10 @@ the same shape out, for serving without this codebase.
 
 Inside the program, as `Colorizer.colorize_batch` does on the host: each
 photo squeezed to the training size's square (bicubic, antialiased), its L*
-through the network, the a*b* resized to the photo's size (bilinear) and
-joined to the photo's full-resolution L*, back to sRGB, rounded to uint8.
+through the network, the a*b* resized to the photo's size (bilinear, or
+with `--upsample guided` along the photo's own L*:
+jaxcolor/inference/guided_upsampling.py) and joined to the photo's
+full-resolution L*, back to sRGB, rounded to uint8.
 Batch, height and width are symbolic: one program for every photo size.
 The host path resizes with Pillow and this one with `jax.image.resize`, so
 the two agree to rounding (tests/test_export.py measures it).
@@ -38,6 +40,7 @@ import numpy as np
 
 from jaxcolor.core import color_space
 from jaxcolor.core.errors import ConfigError
+from jaxcolor.inference import guided_upsampling
 
 STABLEHLO = "serving/colorize.stablehlo"
 SAVED_MODEL = "serving/saved_model"
@@ -61,8 +64,10 @@ def require_tensorflow() -> None:
 
 def program(colorizer) -> Callable[[dict, jax.Array], jax.Array]:
   """(arrays, uint8 RGB [B, H, W, 3]) -> uint8 RGB [B, H, W, 3], with
-  `colorizer.arrays` as the first argument."""
+  `colorizer.arrays` as the first argument; the a*b* reach the photo's size
+  as `colorizer.upsample` says."""
   size = colorizer.image_size
+  guided = colorizer.upsample == "guided"
   predict_ab = colorizer.network_fn  # Traced into the program, not jitted.
 
   def colorize(arrays: dict, rgb: jax.Array) -> jax.Array:
@@ -70,9 +75,16 @@ def program(colorizer) -> Callable[[dict, jax.Array], jax.Array]:
     small = jax.image.resize(rgb.astype(jnp.float32), (batch, size, size, 3),
                              "cubic", antialias=True)
     small = jnp.clip(jnp.round(small), 0, 255).astype(jnp.uint8)
-    ab = jax.image.resize(predict_ab(arrays, small), (batch, height, width, 2),
-                          "linear", antialias=True)
+    ab = predict_ab(arrays, small)
     lightness = color_space.rgb_to_lab(rgb)[..., :1]
+    if guided:
+      lightness_small = jax.image.resize(lightness[..., 0], ab.shape[:3],
+                                         "linear", antialias=True)
+      ab = guided_upsampling.weighted_samples(jnp, lightness[..., 0],
+                                              lightness_small, ab)
+    else:
+      ab = jax.image.resize(ab, (batch, height, width, 2), "linear",
+                            antialias=True)
     out = color_space.lab_to_rgb(jnp.concatenate([lightness, ab], axis=-1))
     return jnp.round(jnp.clip(out, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 

@@ -12,13 +12,16 @@ import pathlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import logging
 
 from jaxcolor import systems
 from jaxcolor.core import config_fields
 from jaxcolor.core import configuration
 from jaxcolor.core.errors import ArtifactError, ConfigError, error_line
+from jaxcolor.safety.safetensors_header import shape_text
 from jaxcolor.training import experiment
 
 
@@ -98,3 +101,34 @@ def check_artifact_config(config: ml_collections.ConfigDict,
                                  ) from None
 
 
+
+
+def artifact_arrays(arrays: dict[str, np.ndarray], abstract: dict[str, Any],
+                    needed: set[str], weights: pathlib.Path,
+                    output: str) -> dict[str, np.ndarray]:
+  """The arrays an artifact's `output` reads, checked against the network's
+  `abstract` ones: all present, each of its shape and dtype (weights stored
+  in bfloat16 are widened to the network's float32, exactly). Checked here,
+  not at the first call: a wrong shape would otherwise surface as a shape
+  error deep in the network, or not at all.
+
+  Raises:
+    ArtifactError: a missing array, or one of another shape or dtype.
+  """
+  missing = sorted(p for p in needed if p not in arrays)
+  if missing:
+    raise ArtifactError(f"{weights} lacks {len(missing)} array(s) its output "
+                        f"{output!r} reads, first {missing[0]}.")
+  checked = {}
+  for path in sorted(needed):
+    have, need = arrays[path], abstract[path]
+    if tuple(have.shape) != tuple(need.shape):
+      raise ArtifactError(f"{weights}: {path} has shape {shape_text(have.shape)}"
+                          f", the network needs {shape_text(need.shape)}.")
+    if have.dtype == jnp.bfloat16 and need.dtype == np.float32:
+      have = have.astype(np.float32)
+    elif np.dtype(have.dtype) != np.dtype(need.dtype):
+      raise ArtifactError(f"{weights}: {path} has dtype {have.dtype}, the "
+                          f"network needs {np.dtype(need.dtype)}.")
+    checked[path] = have
+  return checked

@@ -45,6 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcolor.core import ab_bins as ab_bins_lib
 from jaxcolor.models.resnet import ResNet18Body, torch_default_kernel_init
 
 Dtype = Any
@@ -170,11 +171,22 @@ class ResNet18UNet(nn.Module):
     decoder_features: output widths of the four up blocks, coarsest first;
       None gives fastai's rule (the concatenated width, halved in the last
       block): (512, 384, 256, 96) at base_features=64.
+    ab_bins: colour as a distribution (Zhang et al. 2016, core/ab_bins.py;
+      beyond papers 001 and 003), as the pix2pix U-Net's option: the
+      decoder stops at the block of stride 2**bins_level (1/4 size at 2, as
+      Zhang et al.), a 1x1 convolution scores the in-gamut a*b* bins there,
+      and the output is the pair (annealed mean at `bins_temperature`,
+      network-scaled and resized bilinearly to the input's size; float32
+      logits). The blocks past that stride, the full-size shuffle and the
+      last residual block are not built.
   """
   output_channels: int = 2
   input_channels: int = 1
   base_features: int = 64
   decoder_features: Optional[Sequence[int]] = None
+  ab_bins: bool = False
+  bins_level: int = 2
+  bins_temperature: float = ab_bins_lib.PAPER_TEMPERATURE
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -187,7 +199,8 @@ class ResNet18UNet(nn.Module):
       train: batch statistics (and their running update) when True.
 
     Returns:
-      [B, H, W, output_channels] in (-1, 1).
+      [B, H, W, output_channels] in (-1, 1); with `ab_bins`, the pair
+      (that, float32 logits [B, H / 2**bins_level, W / 2**bins_level, Q]).
     """
     _, height, width, channels = x.shape
     if channels != self.input_channels:
@@ -203,6 +216,12 @@ class ResNet18UNet(nn.Module):
       raise ValueError(
           f"decoder_features needs 4 widths (strides 16, 8, 4, 2); got "
           f"{tuple(self.decoder_features)}.")
+    if self.ab_bins and not 1 <= self.bins_level <= 4:
+      raise ValueError(f"bins_level={self.bins_level} is invalid: between 1 "
+                       "and 4 (the decoder's blocks end at strides 16 to 2).")
+    if self.ab_bins and not self.bins_temperature > 0:
+      raise ValueError(f"bins_temperature={self.bins_temperature} is "
+                       "invalid: a positive temperature.")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = x.astype(self.dtype)
 
@@ -214,13 +233,23 @@ class ResNet18UNet(nn.Module):
     y = nn.relu(_conv3x3(bottom, name="middle_conv2", **kw)(y))
 
     skips = features[-2::-1]                         # strides 16, 8, 4, 2
+    if self.ab_bins:  # Up to the block of stride 2**bins_level.
+      skips = skips[:len(skips) + 1 - self.bins_level]
     for i, skip in enumerate(skips):
       if self.decoder_features is not None:
         block_features = self.decoder_features[i]
       else:
         merged = y.shape[-1] // 2 + skip.shape[-1]
-        block_features = merged if i < len(skips) - 1 else merged // 2
+        block_features = merged if i < 3 else merged // 2
       y = UNetBlock(block_features, name=f"up{i + 1}", **kw)(y, skip, train)
+
+    if self.ab_bins:
+      logits = nn.Conv(ab_bins_lib.num_bins(), (1, 1),
+                       kernel_init=torch_default_kernel_init,
+                       name="bins_head", **kw)(y).astype(jnp.float32)
+      ab = ab_bins_lib.decode_to_net(logits, self.bins_temperature,
+                                     (height, width))
+      return ab.astype(self.dtype), logits
 
     y = PixelShuffleICNR(y.shape[-1], name="final_shuffle", **kw)(y)
     # fastai's `last_cross`: the input itself joins the last residual block,

@@ -18,6 +18,7 @@ from jaxcolor.safety import untrusted
 
 # The dtypes safetensors' numpy loader reads, and their sizes in bytes.
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "F16": 2,
+               "BF16": 2,
                "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8,
                "C64": 8}
 

@@ -105,7 +105,7 @@ class Pix2Pix(base.System):
       raise ConfigError(
           f"config.loss.bins_weight={self.bins_weight!r} needs a generator "
           "that predicts a*b* bins: set config.generator.ab_bins=True (the "
-          "U-Net's), or bins_weight=0.")
+          "U-Net's and the ResNet-18 U-Net's), or bins_weight=0.")
     if self.ab_bins and not (self.bins_weight or self.l1_weight):
       raise ConfigError(
           "config.generator.ab_bins=True with config.loss.bins_weight=0 and "
@@ -164,26 +164,31 @@ class Pix2Pix(base.System):
     are absent, not zero; `generator_loss` is lambda * L1).
     """
     lightness, ab = self.lab_pair(batch)
-    generator = state["generator"]
+    grads, batch_stats, metrics = self.supervised_gradients(
+        state, lightness, ab, rng, self.l1_weight)
+    generator = state["generator"].apply_gradients(grads=grads,
+                                                   batch_stats=batch_stats)
+    new_state = dict(state, step=state["step"] + 1, generator=generator)
+    return self.update_ema(new_state), {
+        **metrics, "learning_rate": self.schedule(state["step"])}
+
+  def supervised_gradients(self, state, lightness, ab, rng, l1_weight):
+    """G's gradients on its supervised objective alone (no D): l1_weight *
+    L1, plus bins_weight * the rebalanced cross-entropy with `ab_bins`.
+    Returns (grads, new batch statistics, metrics)."""
     output, pullback, batch_stats = self.generator_forward(
-        generator, lightness, base.step_rng(rng, state["step"]))
+        state["generator"], lightness, base.step_rng(rng, state["step"]))
     fake_ab, logits = self.split_output(output)
     l1, fake_grad = jax.value_and_grad(losses.l1_loss)(fake_ab, ab)
-    metrics = {"generator_loss": self.l1_weight * l1, "generator_l1_loss": l1}
+    metrics = {"generator_loss": l1_weight * l1, "generator_l1_loss": l1}
     logits_grad = None
     if self.ab_bins:
       ce, logits_grad = self.bins_loss(logits, ab, state[AB_BIN_WEIGHTS])
       metrics["generator_loss"] += self.bins_weight * ce
       metrics["generator_bins_loss"] = ce
-    (grads,) = pullback(self.cotangent(self.l1_weight * fake_grad,
-                                       logits_grad))
-    generator = generator.apply_gradients(grads=grads, batch_stats=batch_stats)
-    new_state = dict(state, step=state["step"] + 1, generator=generator)
-    return self.update_ema(new_state), {
-        **metrics,
-        "generator_grad_norm": base.grad_norm(grads),
-        "learning_rate": self.schedule(state["step"]),
-    }
+    (grads,) = pullback(self.cotangent(l1_weight * fake_grad, logits_grad))
+    metrics["generator_grad_norm"] = base.grad_norm(grads)
+    return grads, batch_stats, metrics
 
   def split_output(self, output):
     """G's output as (ab, bin logits); logits None without `ab_bins`."""

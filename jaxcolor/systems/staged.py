@@ -43,7 +43,6 @@ from jaxcolor.core.errors import ConfigError
 from jaxcolor.systems import base
 from jaxcolor.systems import pix2pix
 from jaxcolor.training import backbone
-from jaxcolor.training import losses
 from jaxcolor.training import optimizers
 
 PRETRAIN = "pretrain"
@@ -155,13 +154,14 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
         "phase_train_step(phase(step)), as jaxcolor/training/loop.py does.")
 
   def pretrain_step(self, state, batch, rng):
-    """Stage 1: one Adam step of G on the L1 loss alone (D untouched)."""
+    """Stage 1: one Adam step of G on the L1 loss alone (D untouched); with
+    `ab_bins`, on bins_weight * the rebalanced cross-entropy plus
+    loss.l1_weight * L1, pix2pix's warm-up objective (a bins config sets
+    l1_weight: 0 for the cross-entropy alone)."""
     lightness, ab = self.lab_pair(batch)
     generator = state["generator"]
-    fake_ab, pullback, batch_stats = self.generator_forward(
-        generator, lightness, base.step_rng(rng, state["step"]))
-    l1, fake_grad = jax.value_and_grad(losses.l1_loss)(fake_ab, ab)
-    (grads,) = pullback(fake_grad)
+    grads, batch_stats, metrics = self.supervised_gradients(
+        state, lightness, ab, rng, self.l1_weight if self.ab_bins else 1.0)
     updates, opt_state = self.pretrain_tx.update(
         grads, state[PRETRAIN_OPT_STATE], generator.params)
     generator = generator.replace(
@@ -173,10 +173,7 @@ class StagedPix2Pix(pix2pix.Pix2Pix):
                      stage=jnp.asarray(0, jnp.int32),
                      **{PRETRAIN_OPT_STATE: opt_state})
     return self.update_ema(new_state), _prefixed(PRETRAIN, {
-        "generator_l1_loss": l1,
-        "generator_grad_norm": base.grad_norm(grads),
-        "learning_rate": self.pretrain_schedule(state["step"]),
-    })
+        **metrics, "learning_rate": self.pretrain_schedule(state["step"])})
 
   def gan_step(self, state, batch, rng):
     """Stage 2: the pix2pix step (update D, then G; `Pix2Pix.adversarial_step`)."""

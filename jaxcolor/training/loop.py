@@ -91,14 +91,7 @@ def _train(experiment: experiment_lib.Experiment, run_dir: rundir_lib.RunDir,
       global_batch_size=config.batch_size, seed=config.seed,
       data_dir=config.data_dir or None, worker_count=config.worker_count,
       resize_scale=config.train_resize_scale), experiment.mesh)
-  eval_dataset = config.eval_dataset or config.dataset
-
-  def eval_batches():
-    return data.create_eval_batches(
-        eval_dataset, image_size=config.image_size,
-        batch_size=config.eval_batch_size,
-        num_images=config.num_eval_images if config.num_eval_images > 0 else None,
-        data_dir=config.data_dir or None)
+  eval_batches = lambda: data.eval_batches_of(config)
   eval_batches()  # Fails now, before compiling, if no evaluation image is usable.
 
   state = _initial_state(experiment, checkpointer, batches)
@@ -218,7 +211,7 @@ def _evaluate(experiment: experiment_lib.Experiment,
   is_primary = jax.process_index() == 0
   if not grid_only:
     means["eval_seconds"] = time.perf_counter() - start
-    means["dataset"] = config.eval_dataset or config.dataset
+    means["dataset"] = data.eval_dataset_of(config)
     means["image_size"] = config.image_size
     means.update(batches.count_scalars())  # data/*: files skipped, converted
     logger.scalars(step, {f"eval/{k}": v for k, v in means.items()

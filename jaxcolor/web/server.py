@@ -18,6 +18,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from jaxcolor.core.errors import JobError
 from jaxcolor.inference import colorizer as colorizer_lib
+from jaxcolor.inference import shipped_model
 from jaxcolor.web import app as app_lib
 
 Limits = app_lib.Limits
@@ -127,12 +128,17 @@ def serve(*, workdir: str | None, model: str | None, host: str, port: int,
   artifact, compiles it, and serves the app until Ctrl-C.
 
   Raises:
-    ServeError: both or neither of `workdir` and `model`. The colorizer's
+    ServeError: both `workdir` and `model` (neither: the shipped model,
+      jaxcolor/inference/shipped_model.py). The colorizer's
       own errors (ConfigError, ArtifactError) and the socket's (OSError)
       pass on: each names what failed.
   """
-  if (workdir is None) == (model is None):
-    raise ServeError("give exactly one of --workdir and --model.")
+  if workdir is not None and model is not None:
+    raise ServeError("give one of --workdir and --model, not both; with "
+                     "neither, the shipped model serves.")
+  if workdir is None and model is None:
+    print(shipped_model.notice(), file=sys.stderr)
+    model = str(shipped_model.directory())
   colorizer = (colorizer_lib.Colorizer.from_pretrained(model,
                                                        batch_size=batch_size)
                if model else colorizer_lib.Colorizer.from_workdir(

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import helpers
 from helpers import (assert_colorization_follows_input, assert_same_steps,
                      init_host_state, load_config, one_device_mesh, run_steps,
                      with_plain_sgd)
@@ -359,3 +360,32 @@ def test_smoke_preset_passes_through_both_stages(tmp_path, one_device_run):
   # The run colorizes: a generator that outputs zeros or ignores its input
   # would pass the lines above.
   assert_colorization_follows_input(workdir)
+
+
+def test_bins_preset_learns_the_distribution_in_the_pretraining_stage():
+  config = load_config("configs/resnet18_unet.py", "bins,smoke")
+  config.stages.pretrain_optimizer.learning_rate = 3e-3  # Few steps.
+  system = systems.create(config)
+  system.validate()
+  assert system.ab_bins and system.l1_weight == 0
+  assert config.num_train_steps == config.stages.pretrain_steps
+  state = jax.jit(system.init)(jax.random.key(0))
+  # The decoder stops at stride 4: no blocks or full-size layers past it.
+  assert set(state["generator"].params) == {
+      "encoder", "middle_bn", "middle_conv1", "middle_conv2", "up1", "up2",
+      "up3", "bins_head"}
+  batch = helpers.random_batch(config.batch_size, config.image_size, seed=3)
+  step = jax.jit(system.phase_train_step(staged.PRETRAIN))
+  losses = []
+  for _ in range(10):
+    state, metrics = step(state, batch, jax.random.key(1))
+    losses.append(float(metrics["pretrain/generator_bins_loss"]))
+  assert np.isfinite(losses).all() and losses[-1] < 0.9 * losses[0], losses
+  np.testing.assert_allclose(float(metrics["pretrain/generator_loss"]),
+                             losses[-1], rtol=1e-6)
+  lightness = jnp.zeros((2, config.image_size, config.image_size, 1))
+  ab, logits = system.generator.apply(
+      {"params": state["generator"].params,
+       "batch_stats": state["generator"].batch_stats}, lightness, train=False)
+  assert ab.shape == (2, config.image_size, config.image_size, 2)
+  assert logits.shape[1:3] == (config.image_size // 4,) * 2
