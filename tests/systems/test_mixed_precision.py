@@ -21,17 +21,28 @@ def _float_dtypes(tree) -> set:
           if jnp.issubdtype(leaf.dtype, jnp.floating)}
 
 
-def _conv_operand_dtypes(jaxpr) -> set:
-  """Input dtypes of every convolution and matrix product, nested calls too."""
+def _traced_in_ab_bins(eqn) -> bool:
+  """Whether `eqn` was traced in jaxcolor/core/ab_bins.py: the a*b* bins'
+  decoding and loss (annealed mean, resize, soft encoding), float32 by design
+  as every loss is."""
+  return any(frame.file_name.endswith("jaxcolor/core/ab_bins.py")
+             for frame in eqn.source_info.traceback.frames)
+
+
+def _conv_operand_dtypes(jaxpr, in_ab_bins: bool = False) -> set:
+  """Input dtypes of every convolution and matrix product, nested calls too,
+  but those of the bins' decoding and loss (and of the calls they make)."""
   found = set()
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
+    exempt = in_ab_bins or _traced_in_ab_bins(eqn)
+    if (eqn.primitive.name in ("conv_general_dilated", "dot_general")
+        and not exempt):
       found.update(str(v.aval.dtype) for v in eqn.invars)
     for param in eqn.params.values():
       for sub in (param if isinstance(param, (list, tuple)) else [param]):
         inner = getattr(sub, "jaxpr", sub)
         if hasattr(inner, "eqns"):
-          found |= _conv_operand_dtypes(inner)
+          found |= _conv_operand_dtypes(inner, exempt)
   return found
 
 
